@@ -1,0 +1,117 @@
+"""The audit trail in schema ``migration_audit``: quarantined rows and one record per table load.
+
+In:  rejected source rows (key, column, reason, original values) and a table load's numbers.
+Out: rows in ``migration_audit.rejected_rows`` / ``table_loads``, written inside the caller's
+     transaction so they commit (or roll back) together with the table they describe.
+Fails: psycopg errors propagate; :func:`raw_row_json` never fails: every SQLite value, including BLOBs,
+     invalid UTF-8 and text holding NUL (which jsonb cannot store), is encoded losslessly.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import orjson
+import psycopg
+
+from .convert import InvalidText
+
+
+@dataclass(frozen=True)
+class Rejection:
+    rowid: int
+    source_key: str
+    column: str | None
+    reason: str
+
+
+def _raw_value(value: object) -> object:
+    if isinstance(value, InvalidText):
+        return {"$base64": base64.b64encode(value).decode(), "$storage": "text (invalid UTF-8)"}
+    if isinstance(value, bytes):
+        return {"$base64": base64.b64encode(value).decode(), "$storage": "blob"}
+    if isinstance(value, str) and "\x00" in value:
+        return {"$base64": base64.b64encode(value.encode()).decode(), "$storage": "text (contains NUL)"}
+    if isinstance(value, float) and not math.isfinite(value):
+        return {"$float": repr(value)}
+    return value
+
+
+def raw_row_json(columns: Sequence[str], values: Sequence[object]) -> str:
+    """The original row as JSON text for ``raw_row``: ``{column: value}``; values JSON cannot hold
+    exactly become ``{"$base64": ..., "$storage": ...}`` or ``{"$float": "inf"}``."""
+    return orjson.dumps({c: _raw_value(v) for c, v in zip(columns, values, strict=True)}).decode()
+
+
+def write_rejections(
+    conn: psycopg.Connection, run_id: str, table: str, rows: Iterable[tuple[Rejection, str]]
+) -> int:
+    """COPY ``(rejection, raw_row_json)`` pairs into rejected_rows; returns how many were written."""
+    written = 0
+    with conn.cursor() as cur:
+        cur.execute(
+            "DELETE FROM migration_audit.rejected_rows WHERE run_id = %s AND table_name = %s", (run_id, table)
+        )
+        with cur.copy(
+            "COPY migration_audit.rejected_rows (run_id, table_name, source_key, column_name, reason, raw_row)"
+            " FROM STDIN"
+        ) as copy:
+            for rejection, raw in rows:
+                copy.write_row((run_id, table, rejection.source_key, rejection.column, rejection.reason, raw))
+                written += 1
+    return written
+
+
+def record_table_load(
+    conn: psycopg.Connection,
+    *,
+    run_id: str,
+    table: str,
+    source_rows: int,
+    loaded_rows: int,
+    rejected_rows: int,
+    checksum: str | None,
+    started_at: datetime,
+    finished_at: datetime,
+) -> None:
+    conn.execute(
+        """
+        INSERT INTO migration_audit.table_loads
+            (run_id, table_name, source_rows, loaded_rows, rejected_rows, checksum, started_at, finished_at)
+        VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+        ON CONFLICT (run_id, table_name) DO UPDATE SET
+            source_rows = EXCLUDED.source_rows, loaded_rows = EXCLUDED.loaded_rows,
+            rejected_rows = EXCLUDED.rejected_rows, checksum = EXCLUDED.checksum,
+            started_at = EXCLUDED.started_at, finished_at = EXCLUDED.finished_at
+        """,
+        (run_id, table, source_rows, loaded_rows, rejected_rows, checksum, started_at, finished_at),
+    )
+
+
+def latest_load(conn: psycopg.Connection, table: str) -> dict | None:
+    """The most recent table_loads record of ``table`` as a dict, or None."""
+    with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
+        return cur.execute(
+            "SELECT * FROM migration_audit.table_loads WHERE table_name = %s ORDER BY finished_at DESC LIMIT 1",
+            (table,),
+        ).fetchone()
+
+
+def rejected_keys(conn: psycopg.Connection, table: str, keys: Sequence[str]) -> set[str]:
+    """Which of ``keys`` were quarantined from ``table`` in its latest load."""
+    if not keys:
+        return set()
+    rows = conn.execute(
+        """
+        SELECT DISTINCT source_key FROM migration_audit.rejected_rows
+        WHERE table_name = %s AND source_key = ANY(%s) AND run_id = (
+            SELECT run_id FROM migration_audit.table_loads WHERE table_name = %s
+            ORDER BY finished_at DESC LIMIT 1)
+        """,
+        (table, list(keys), table),
+    ).fetchall()
+    return {r[0] for r in rows}

@@ -1,0 +1,193 @@
+"""Load one table: snapshot rows -> converters -> COPY -> constraint quarantine -> replace, in one transaction.
+
+In:  an open psycopg connection to the target, a source :class:`~migration_pipeline.source.Snapshot`,
+     the table's :class:`~migration_pipeline.catalog.TableSpec` and a run id.
+Out: a :class:`LoadResult`. On return the table holds exactly the source rows that could be loaded, every
+     other source row is in ``migration_audit.rejected_rows`` with its reason and original values, the
+     ``SERIAL`` sequences are past the highest id, statistics are fresh and a ``table_loads`` row records
+     the numbers. ``source_rows == loaded_rows + rejected_rows`` is checked before commit.
+Fails: :class:`LoadError` for a source that cannot be mapped onto the schema (extra columns, a missing
+     NOT NULL column) or a broken conservation invariant; psycopg errors when the server fails. Either
+     way the transaction rolls back and the previous content of the table is untouched.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import psycopg
+from psycopg import sql
+
+from . import audit, quarantine
+from .audit import Rejection
+from .catalog import Catalog, TableSpec
+from .convert import Rejected, converter_for
+from .source import Snapshot
+from .target import apply_schema
+
+ProgressCallback = Callable[[int], None]
+
+
+class LoadError(RuntimeError):
+    """The table cannot be loaded as the schema describes it; nothing was changed."""
+
+
+@dataclass
+class LoadResult:
+    table: str
+    run_id: str
+    source_present: bool
+    source_rows: int = 0
+    loaded_rows: int = 0
+    rejected_rows: int = 0
+    rejected_by_reason: dict[str, int] = field(default_factory=dict)
+    defaulted_columns: tuple[str, ...] = ()  # target columns absent from the source: filled by defaults
+    cascaded_deletes: dict[str, int] = field(default_factory=dict)
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+    @property
+    def seconds(self) -> float:
+        return (self.finished_at - self.started_at).total_seconds()
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.source_rows / self.seconds if self.seconds > 0 else 0.0
+
+
+def _source_key(spec: TableSpec, columns: tuple[str, ...], row: tuple) -> str:
+    """The row's primary key as text; its rowid where the key is NULL or not among the source columns."""
+    values = []
+    for name in spec.primary_key:
+        if name not in columns or row[1 + columns.index(name)] is None:
+            return f"rowid:{row[0]}"
+        values.append(row[1 + columns.index(name)])
+    return ",".join(v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in values)
+
+
+def _plan_columns(snapshot: Snapshot, spec: TableSpec) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(columns read from the source, target columns left to their defaults)."""
+    present = snapshot.columns(spec.name)
+    extra = [c for c in present if c not in spec.column_names]
+    if extra:
+        raise LoadError(
+            f"source table {spec.name} has columns the schema does not: {', '.join(extra)}; their data "
+            f"would be lost. Add them to schema/ or drop them from the source before migrating."
+        )
+    missing = [c for c in spec.columns if c.name not in present]
+    required = [c.name for c in missing if c.not_null and not c.has_default]
+    if required:
+        raise LoadError(f"source table {spec.name} lacks required (NOT NULL) columns: {', '.join(required)}")
+    return tuple(c for c in spec.column_names if c in present), tuple(c.name for c in missing)
+
+
+def _stage_rows(
+    conn: psycopg.Connection,
+    snapshot: Snapshot,
+    spec: TableSpec,
+    columns: tuple[str, ...],
+    stage: sql.Identifier,
+    spool: quarantine.Spool,
+    progress: ProgressCallback | None,
+) -> int:
+    """Convert every source row and COPY the good ones into the staging table; returns source rows."""
+    converters = [converter_for(spec.column(c).kind, spec.column(c).max_length) for c in columns]
+    not_null = [spec.column(c).not_null for c in columns]
+    targets = list(zip(columns, converters, not_null, strict=True))
+    source_rows = 0
+    copy_sql = sql.SQL("COPY {} ({}) FROM STDIN").format(
+        stage, sql.SQL(", ").join(map(sql.Identifier, ("_rowid", *columns)))
+    )
+    with conn.cursor() as cur, cur.copy(copy_sql) as copy:
+        for batch in snapshot.stream(spec.name, columns):
+            for row in batch:
+                out = [row[0]]
+                try:
+                    for (name, convert, required), value in zip(targets, row[1:], strict=True):  # noqa: B007
+                        converted = convert(value)
+                        if converted is None and required:
+                            raise Rejected("NULL in a NOT NULL column", "NULL in NOT NULL column")
+                        out.append(converted)
+                except Rejected as err:
+                    key = _source_key(spec, columns, row)
+                    spool.add(Rejection(row[0], key, name, err.reason), f"{name}: {err.kind}", row[1:])
+                else:
+                    copy.write_row(out)
+            source_rows += len(batch)
+            if progress is not None:
+                progress(source_rows)
+    return source_rows
+
+
+def load_table(
+    conn: psycopg.Connection,
+    snapshot: Snapshot,
+    catalog: Catalog,
+    table: str,
+    run_id: str,
+    progress: ProgressCallback | None = None,
+) -> LoadResult:
+    """Replace ``table``'s content with the snapshot's, quarantining what cannot load. See module doc."""
+    spec = catalog.table(table)
+    result = LoadResult(table=table, run_id=run_id, source_present=snapshot.has_table(table))
+    result.started_at = datetime.now(UTC)
+    apply_schema(conn, catalog)
+    columns, defaulted = _plan_columns(snapshot, spec) if result.source_present else ((), ())
+    result.defaulted_columns = defaulted
+    with conn.transaction(), quarantine.Spool(columns) as spool:
+        conn.execute("SET LOCAL synchronous_commit = on")
+        stage = quarantine.create_stage(conn, spec, columns)
+        if result.source_present:
+            result.source_rows = _stage_rows(conn, snapshot, spec, columns, stage, spool, progress)
+        quarantine.constraint_rejections(
+            conn, catalog, spec, columns, stage, spool, snapshot, lambda row: _source_key(spec, columns, row)
+        )
+        result.loaded_rows, result.cascaded_deletes = quarantine.replace_content(
+            conn, catalog, spec, columns, stage
+        )
+        in_target = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))).fetchone()[
+            0
+        ]
+        if in_target != result.loaded_rows:
+            raise LoadError(
+                f"{table}: {result.loaded_rows} rows loaded but {in_target} in the table; rolling back"
+            )
+        result.rejected_rows = audit.write_rejections(conn, run_id, table, spool.drain())
+        result.rejected_by_reason = dict(Counter(spool.kinds).most_common())
+        _finish(conn, spec)
+        result.finished_at = datetime.now(UTC)
+        if result.source_rows != result.loaded_rows + result.rejected_rows:
+            raise LoadError(
+                f"{table}: {result.source_rows} source rows but {result.loaded_rows} loaded + "
+                f"{result.rejected_rows} quarantined; rolling back"
+            )
+        audit.record_table_load(
+            conn,
+            run_id=run_id,
+            table=table,
+            source_rows=result.source_rows,
+            loaded_rows=result.loaded_rows,
+            rejected_rows=result.rejected_rows,
+            checksum=None,
+            started_at=result.started_at,
+            finished_at=result.finished_at,
+        )
+    return result
+
+
+def _finish(conn: psycopg.Connection, spec: TableSpec) -> None:
+    """Sequences past the highest id, then fresh planner statistics."""
+    table = sql.Identifier(spec.name)
+    for column in spec.serial_columns:
+        col = sql.Identifier(column)
+        conn.execute(
+            sql.SQL(
+                "SELECT setval(pg_get_serial_sequence(%s, %s), COALESCE(max({c}), 1), max({c}) IS NOT NULL)"
+                " FROM {t}"
+            ).format(c=col, t=table),
+            (spec.name, column),
+        )
+    conn.execute(sql.SQL("ANALYZE {}").format(table))

@@ -1,0 +1,265 @@
+"""Set-based quarantine and table replacement, run inside the load's transaction.
+
+In:  a staging table holding the converted rows of one table (``_rowid`` + the source's columns).
+Out: :func:`constraint_rejections` moves every staged row that would break a CHECK, a FOREIGN KEY
+     (orphan, or parent itself quarantined) or a UNIQUE/PRIMARY KEY constraint out of the stage into a
+     rejects table, with a reason; PostgreSQL evaluates the very expressions of ``schema/``.
+     :func:`replace_content` makes the target table hold exactly the staged rows. :class:`Spool` collects
+     rejected rows with their original values in bounded memory (spilling to a temporary file).
+Fails: psycopg errors propagate to the caller, whose transaction then rolls back.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+
+import orjson
+import psycopg
+from psycopg import sql
+
+from .audit import Rejection, raw_row_json
+from .catalog import Catalog, TableSpec
+from .source import Snapshot
+
+_STAGE_TYPES = {"varchar": "text", "serial": "integer", "int4": "integer", "bool": "boolean"}
+REJECTS = sql.Identifier("_rejects")
+
+
+class Spool:
+    """Rejected rows, kept on disk beyond a few MB, in the order they were found."""
+
+    def __init__(self, columns: Sequence[str]):
+        self.columns = tuple(columns)
+        self.kinds: Counter[str] = Counter()
+        self._file = tempfile.SpooledTemporaryFile(max_size=8 << 20)  # noqa: SIM115 (closed in __exit__)
+
+    def __enter__(self) -> Spool:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._file.close()
+
+    def add(self, rejection: Rejection, kind: str, values: Sequence[object]) -> None:
+        self.kinds[kind] += 1
+        record = (rejection.rowid, rejection.source_key, rejection.column, rejection.reason)
+        self._file.write(orjson.dumps(record) + b"\t" + raw_row_json(self.columns, values).encode() + b"\n")
+
+    def drain(self) -> Iterator[tuple[Rejection, str]]:
+        self._file.seek(0)
+        for line in self._file:
+            record, raw = line.rstrip(b"\n").split(b"\t", 1)
+            yield Rejection(*orjson.loads(record)), raw.decode()
+
+
+def create_stage(conn: psycopg.Connection, spec: TableSpec, columns: Sequence[str]) -> sql.Identifier:
+    """Temporary, unindexed, unconstrained tables for the staged rows and the SQL-side rejects."""
+    stage = sql.Identifier(f"_stage_{spec.name}")
+    defs = [sql.SQL("_rowid bigint NOT NULL")]
+    for name in columns:
+        col = spec.column(name)
+        defs.append(
+            sql.SQL("{} {}").format(sql.Identifier(name), sql.SQL(_STAGE_TYPES.get(col.pg_type, col.pg_type)))
+        )
+    conn.execute(sql.SQL("CREATE TEMP TABLE {} ({}) ON COMMIT DROP").format(stage, sql.SQL(", ").join(defs)))
+    conn.execute(
+        sql.SQL(
+            "CREATE TEMP TABLE {} (_rowid bigint, column_name text, kind text, reason text) ON COMMIT DROP"
+        ).format(REJECTS)
+    )
+    return stage
+
+
+def _show(column: str) -> sql.Composable:
+    return sql.SQL("format('%%s=%%s', {}, quote_nullable({}::text))").format(
+        sql.Literal(column), sql.Identifier(column)
+    )
+
+
+def _reject_checks(conn, spec: TableSpec, columns: Sequence[str], stage: sql.Identifier) -> None:
+    for check in spec.checks:
+        if not set(check.columns) <= set(columns):
+            continue  # a column left to its default: the target enforces the check on the default
+        shown = sql.SQL("concat_ws(', ', {})").format(sql.SQL(", ").join(_show(c) for c in check.columns))
+        label = f"CHECK {check.name or ''} ({check.expression})".replace("  ", " ")
+        conn.execute(
+            sql.SQL(
+                "WITH bad AS (DELETE FROM {stage} WHERE ({expr}) IS FALSE RETURNING *) "
+                "INSERT INTO {rej} SELECT _rowid, %(col)s, %(kind)s, format('%%s violates %%s', {shown}, %(label)s::text) "
+                "FROM bad"
+            ).format(stage=stage, expr=sql.SQL(check.expression), rej=REJECTS, shown=shown),
+            {"col": check.columns[0], "kind": f"{check.columns[0]}: CHECK violation", "label": label},
+        )
+
+
+def _reject_orphans(conn, catalog: Catalog, spec: TableSpec, columns, stage: sql.Identifier) -> None:
+    for fk in spec.foreign_keys:
+        if not set(fk.columns) <= set(columns):
+            continue
+        child = sql.SQL(", ").join(sql.SQL("s.{}").format(sql.Identifier(c)) for c in fk.columns)
+        parent = sql.SQL(", ").join(sql.SQL("p.{}").format(sql.Identifier(c)) for c in fk.parent_columns)
+        not_null = sql.SQL(" AND ").join(
+            sql.SQL("s.{} IS NOT NULL").format(sql.Identifier(c)) for c in fk.columns
+        )
+        keyed = len(fk.columns) == 1 and fk.parent_columns == catalog.table(fk.parent).primary_key
+        quarantined = (
+            sql.SQL(
+                "EXISTS (SELECT 1 FROM migration_audit.rejected_rows r WHERE r.table_name = %(parent)s"
+                " AND r.source_key = bad.{c}::text AND r.run_id = (SELECT run_id FROM"
+                " migration_audit.table_loads WHERE table_name = %(parent)s ORDER BY finished_at DESC LIMIT 1))"
+            ).format(c=sql.Identifier(fk.columns[0]))
+            if keyed
+            else sql.SQL("false")
+        )
+        shown = sql.SQL("concat_ws(', ', {})").format(sql.SQL(", ").join(_show(c) for c in fk.columns))
+        target = f"{fk.parent}({', '.join(fk.parent_columns)})"
+        conn.execute(
+            sql.SQL(
+                "WITH bad AS (DELETE FROM {stage} s WHERE {not_null} AND NOT EXISTS "
+                "(SELECT 1 FROM {parent_table} p WHERE ({parent}) = ({child})) RETURNING s.*) "
+                "INSERT INTO {rej} SELECT _rowid, %(col)s, "
+                "CASE WHEN {quarantined} THEN %(kind_q)s ELSE %(kind_o)s END, "
+                "CASE WHEN {quarantined} THEN format('%%s: its parent row in %%s was itself quarantined', {shown}, %(target)s::text)"
+                " ELSE format('%%s: no parent row in %%s (orphan)', {shown}, %(target)s::text) END FROM bad"
+            ).format(
+                stage=stage,
+                not_null=not_null,
+                parent_table=sql.Identifier(fk.parent),
+                parent=parent,
+                child=child,
+                rej=REJECTS,
+                quarantined=quarantined,
+                shown=shown,
+            ),
+            {
+                "col": fk.columns[0],
+                "parent": fk.parent,
+                "target": target,
+                "kind_q": f"{fk.columns[0]}: parent quarantined",
+                "kind_o": f"{fk.columns[0]}: orphan",
+            },
+        )
+
+
+def _reject_duplicates(conn, spec: TableSpec, columns, stage: sql.Identifier) -> None:
+    """Keep the first source row (lowest rowid) of each key; quarantine the later ones."""
+    for key in (spec.primary_key, *spec.unique):
+        if not set(key) <= set(columns):
+            continue
+        cols = sql.SQL(", ").join(map(sql.Identifier, key))
+        not_null = sql.SQL(" AND ").join(sql.SQL("{} IS NOT NULL").format(sql.Identifier(c)) for c in key)
+        shown = sql.SQL("concat_ws(', ', {})").format(sql.SQL(", ").join(_show(c) for c in key))
+        conn.execute(
+            sql.SQL(
+                "WITH ranked AS (SELECT _rowid, first_value(_rowid) OVER w AS keep, row_number() OVER w AS n"
+                " FROM {stage} WHERE {not_null} WINDOW w AS (PARTITION BY {cols} ORDER BY _rowid)), "
+                "bad AS (DELETE FROM {stage} s USING ranked r WHERE s._rowid = r._rowid AND r.n > 1"
+                " RETURNING s.*, r.keep) "
+                "INSERT INTO {rej} SELECT _rowid, %(col)s, %(kind)s, format("
+                "'duplicate %%s (%%s): the source row with rowid %%s already has it and was loaded', {shown},"
+                " %(key)s::text, keep) FROM bad"
+            ).format(stage=stage, not_null=not_null, cols=cols, rej=REJECTS, shown=shown),
+            {"col": key[0], "kind": f"{key[0]}: duplicate key", "key": "UNIQUE " + ", ".join(key)},
+        )
+
+
+def constraint_rejections(
+    conn: psycopg.Connection,
+    catalog: Catalog,
+    spec: TableSpec,
+    columns: Sequence[str],
+    stage: sql.Identifier,
+    spool: Spool,
+    snapshot: Snapshot,
+    source_key: Callable[[tuple], str],
+) -> None:
+    """Quarantine staged rows breaking CHECK, FOREIGN KEY or UNIQUE constraints, in that order (a row
+    kept for a key is one that loads), and add them to ``spool`` with their original values."""
+    if columns:
+        _reject_checks(conn, spec, columns, stage)
+        _reject_orphans(conn, catalog, spec, columns, stage)
+        _reject_duplicates(conn, spec, columns, stage)
+    with conn.cursor(name="_rejects_cursor") as cur:
+        cur.execute(
+            sql.SQL("SELECT _rowid, column_name, kind, reason FROM {} ORDER BY _rowid").format(REJECTS)
+        )
+        while batch := cur.fetchmany(2_000):
+            raw = {row[0]: row for row in snapshot.rows_by_rowid(spec.name, columns, [b[0] for b in batch])}
+            for rowid, column, kind, reason in batch:
+                row = raw[rowid]
+                spool.add(Rejection(rowid, source_key(row), column, reason), kind, row[1:])
+
+
+def _cascade_delete(
+    conn, catalog: Catalog, table: str, doomed: sql.Composable, counts: dict[str, int]
+) -> None:
+    """Delete the rows of tables referencing ``table`` rows selected by ``doomed`` (a query of their
+    referenced key values), deepest first, so the parent rows can go."""
+    for child, fk in catalog.children(table):
+        child_cols = sql.SQL(", ").join(map(sql.Identifier, fk.columns))
+        parent_cols = sql.SQL(", ").join(map(sql.Identifier, fk.parent_columns))
+        selector = sql.SQL("({}) IN (SELECT {} FROM ({}) d)").format(child_cols, parent_cols, doomed)
+        child_keys = sql.SQL(", ").join(
+            map(
+                sql.Identifier,
+                dict.fromkeys(sum((f.parent_columns for _, f in catalog.children(child.name)), ())),
+            )
+        )
+        if catalog.children(child.name):
+            _cascade_delete(
+                conn,
+                catalog,
+                child.name,
+                sql.SQL("SELECT {} FROM {} WHERE {}").format(
+                    child_keys, sql.Identifier(child.name), selector
+                ),
+                counts,
+            )
+        cur = conn.execute(sql.SQL("DELETE FROM {} WHERE {}").format(sql.Identifier(child.name), selector))
+        if cur.rowcount:
+            counts[child.name] = counts.get(child.name, 0) + cur.rowcount
+
+
+def replace_content(
+    conn: psycopg.Connection, catalog: Catalog, spec: TableSpec, columns: Sequence[str], stage: sql.Identifier
+) -> tuple[int, dict[str, int]]:
+    """Make ``spec``'s table hold exactly the staged rows; returns (rows loaded, rows deleted from
+    referencing tables because their parent row left the source)."""
+    table = sql.Identifier(spec.name)
+    cols = sql.SQL(", ").join(map(sql.Identifier, columns))
+    cascaded: dict[str, int] = {}
+    if not catalog.children(spec.name):
+        conn.execute(sql.SQL("TRUNCATE {}").format(table))
+        if not columns:
+            return 0, cascaded
+        return conn.execute(
+            sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {}").format(table, cols, cols, stage)
+        ).rowcount, cascaded
+    # Referenced by other tables: TRUNCATE is impossible, so merge. Rows gone from the source go
+    # (with the rows that reference them), the rest are inserted or updated in place.
+    pk = sql.SQL(", ").join(map(sql.Identifier, spec.primary_key))
+    gone = sql.SQL("SELECT {pk} FROM {t} WHERE ({pk}) NOT IN (SELECT {pk} FROM {s})").format(
+        pk=pk, t=table, s=stage
+    )
+    if columns:
+        _cascade_delete(conn, catalog, spec.name, gone, cascaded)
+        conn.execute(sql.SQL("DELETE FROM {t} WHERE ({pk}) IN ({gone})").format(t=table, pk=pk, gone=gone))
+    else:
+        _cascade_delete(conn, catalog, spec.name, sql.SQL("SELECT {} FROM {}").format(pk, table), cascaded)
+        conn.execute(sql.SQL("DELETE FROM {}").format(table))
+        return 0, cascaded
+    others = [c for c in columns if c not in spec.primary_key]
+    update = sql.SQL(", ").join(sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c)) for c in others)
+    changed = sql.SQL("({}) IS DISTINCT FROM ({})").format(
+        sql.SQL(", ").join(sql.SQL("{}.{}").format(table, sql.Identifier(c)) for c in others),
+        sql.SQL(", ").join(sql.SQL("EXCLUDED.{}").format(sql.Identifier(c)) for c in others),
+    )
+    action = sql.SQL("DO UPDATE SET {} WHERE {}").format(update, changed) if others else sql.SQL("DO NOTHING")
+    conn.execute(
+        sql.SQL("INSERT INTO {t} ({cols}) SELECT {cols} FROM {s} ON CONFLICT ({pk}) {action}").format(
+            t=table, cols=cols, s=stage, pk=pk, action=action
+        )
+    )
+    staged = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(stage)).fetchone()[0]
+    return staged, cascaded

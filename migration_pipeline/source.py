@@ -1,0 +1,135 @@
+"""The SQLite source: a consistent snapshot of the app's live file, then streamed table by table.
+
+In:  the app's SQLite file, possibly open by the app in rollback-journal or WAL mode.
+Out: :func:`take_snapshot` copies it through SQLite's online backup API from a read-only connection, so
+     every table is read from one consistent point in time and the app is blocked for the copy only, not
+     for the migration. :class:`Snapshot` then streams rows with their ``rowid`` in bounded batches,
+     with undecodable TEXT kept as :class:`~migration_pipeline.convert.InvalidText`, never dropped.
+Fails: :class:`SourceError` for a missing or unreadable file; sqlite3 errors otherwise. The source file
+     is never written: it is only ever opened with ``mode=ro``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .convert import decode_text
+
+BATCH_ROWS = 5_000
+
+
+class SourceError(RuntimeError):
+    """The source database cannot be read."""
+
+
+@dataclass(frozen=True)
+class SnapshotInfo:
+    path: Path
+    source_path: Path
+    source_size: int
+    source_sha256: str
+    tables: dict[str, int]  # row count per table in the snapshot
+
+
+def _read_only(path: Path) -> sqlite3.Connection:
+    if not path.is_file():
+        raise SourceError(f"SQLite source {path} does not exist or is not a file")
+    return sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def take_snapshot(source_path: Path, snapshot_path: Path) -> SnapshotInfo:
+    """Copy the live source into ``snapshot_path`` (replaced atomically) in one read transaction."""
+    snapshot_path.parent.mkdir(parents=True, exist_ok=True)
+    partial = snapshot_path.with_name(snapshot_path.name + f".{os.getpid()}.partial")
+    partial.unlink(missing_ok=True)
+    source = _read_only(Path(source_path))
+    try:
+        source.execute("PRAGMA busy_timeout = 30000")
+        target = sqlite3.connect(partial)
+        try:
+            source.backup(target)  # one step: a single read transaction, a consistent copy
+            target.execute("PRAGMA journal_mode = DELETE")
+        finally:
+            target.close()
+    except sqlite3.DatabaseError as err:
+        partial.unlink(missing_ok=True)
+        raise SourceError(f"cannot read SQLite source {source_path}: {err}") from err
+    finally:
+        source.close()
+    os.replace(partial, snapshot_path)
+    with Snapshot(snapshot_path) as snap:
+        counts = {name: snap.count(name) for name in snap.table_names()}
+    stat = Path(source_path).stat()
+    return SnapshotInfo(snapshot_path, Path(source_path), stat.st_size, file_sha256(snapshot_path), counts)
+
+
+class Snapshot:
+    """A read-only view of a snapshot file (immutable: nothing else writes it)."""
+
+    def __init__(self, path: Path):
+        if not Path(path).is_file():
+            raise SourceError(f"no source snapshot at {path}: materialize the snapshot asset first")
+        self.path = Path(path)
+        self._conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro&immutable=1", uri=True)
+        self._conn.text_factory = decode_text
+
+    def __enter__(self) -> Snapshot:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def table_names(self) -> list[str]:
+        rows = self._conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name"
+        )
+        return [r[0] for r in rows]
+
+    def has_table(self, table: str) -> bool:
+        return table in self.table_names()
+
+    def columns(self, table: str) -> list[str]:
+        return [r[1] for r in self._conn.execute(f"PRAGMA table_info({_quote(table)})")]
+
+    def count(self, table: str) -> int:
+        return self._conn.execute(f"SELECT count(*) FROM {_quote(table)}").fetchone()[0]
+
+    def stream(self, table: str, columns: Sequence[str]) -> Iterator[list[tuple]]:
+        """Batches of ``(rowid, *values)`` in rowid order; memory is bounded by the batch size."""
+        cursor = self._conn.execute(_select(table, columns))
+        while batch := cursor.fetchmany(BATCH_ROWS):
+            yield batch
+
+    def rows_by_rowid(self, table: str, columns: Sequence[str], rowids: Sequence[int]) -> list[tuple]:
+        """The ``(rowid, *values)`` rows with the given rowids (for quarantining them with their values)."""
+        found = []
+        for start in range(0, len(rowids), 500):
+            chunk = rowids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            found.extend(self._conn.execute(_select(table, columns) + f" WHERE rowid IN ({marks})", chunk))
+        return found
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _select(table: str, columns: Sequence[str]) -> str:
+    cols = ", ".join(["rowid", *(_quote(c) for c in columns)])
+    return f"SELECT {cols} FROM {_quote(table)}"

@@ -1,0 +1,35 @@
+-- The migration's audit trail (shared/docs/contract.md, "Target"). Kept in its own schema so the
+-- app's tables stay exactly the seed's. Idempotent.
+
+CREATE SCHEMA IF NOT EXISTS migration_audit;
+
+-- One row per source row that could not be loaded. source_key is the row's primary key as text
+-- (the SQLite rowid where the table has no usable key); raw_row keeps every original value
+-- (bytes as base64) so nothing is lost.
+CREATE TABLE IF NOT EXISTS migration_audit.rejected_rows (
+    run_id TEXT NOT NULL,
+    table_name TEXT NOT NULL,
+    source_key TEXT,
+    column_name TEXT,
+    reason TEXT NOT NULL,
+    raw_row JSONB NOT NULL,
+    rejected_at TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT CURRENT_TIMESTAMP
+);
+CREATE INDEX IF NOT EXISTS idx_rejected_rows_run_table
+    ON migration_audit.rejected_rows (run_id, table_name);
+CREATE INDEX IF NOT EXISTS idx_rejected_rows_table_key
+    ON migration_audit.rejected_rows (table_name, source_key);
+
+-- One row per table per run; source_rows = loaded_rows + rejected_rows always.
+CREATE TABLE IF NOT EXISTS migration_audit.table_loads (
+    run_id TEXT NOT NULL,
+    table_name TEXT NOT NULL,
+    source_rows BIGINT NOT NULL,
+    loaded_rows BIGINT NOT NULL,
+    rejected_rows BIGINT NOT NULL,
+    checksum TEXT,
+    started_at TIMESTAMP WITH TIME ZONE NOT NULL,
+    finished_at TIMESTAMP WITH TIME ZONE NOT NULL,
+    PRIMARY KEY (run_id, table_name),
+    CONSTRAINT table_loads_conservation CHECK (source_rows = loaded_rows + rejected_rows)
+);
