@@ -54,17 +54,79 @@ CREATE TABLE analysis_chunks (chunk_id INTEGER PRIMARY KEY AUTOINCREMENT, job_id
     result JSON, error TEXT);
 """
 
-WORDS = (
-    "the a data migration postgres sqlite launch product team coffee morning great thread today new "
-    "release open source python rust learning community event ship build bug fix deploy weekend music "
-    "café naïve résumé 東京 ünïcödé 🚀 🎉 growth market design research paper model ai ethics climate "
-    "football election space rocket science history book film review travel photo garden recipe"
-).split()
+WORDS = [
+    "the",
+    "a",
+    "data",
+    "migration",
+    "postgres",
+    "sqlite",
+    "launch",
+    "product",
+    "team",
+    "coffee",
+    "morning",
+    "great",
+    "thread",
+    "today",
+    "new",
+    "release",
+    "open",
+    "source",
+    "python",
+    "rust",
+    "learning",
+    "community",
+    "event",
+    "ship",
+    "build",
+    "bug",
+    "fix",
+    "deploy",
+    "weekend",
+    "music",
+    "café",
+    "naïve",
+    "résumé",
+    "東京",
+    "ünïcödé",
+    "🚀",
+    "🎉",
+    "growth",
+    "market",
+    "design",
+    "research",
+    "paper",
+    "model",
+    "ai",
+    "ethics",
+    "climate",
+    "football",
+    "election",
+    "space",
+    "rocket",
+    "science",
+    "history",
+    "book",
+    "film",
+    "review",
+    "travel",
+    "photo",
+    "garden",
+    "recipe",
+]
 BASE = datetime(2024, 1, 1, tzinfo=UTC)
 
 # Broken values, one list per kind the value rules reject (cycled through deterministically).
-BAD_TIMESTAMPS = ["yesterday", "2024-02-30 10:00:00", "2024-13-01T00:00:00Z", "03/05/2024 17:21", "", "Tue Mar 05"]
-BAD_JSON = ["{'name': 'python repr'}", '{"a": NaN}', '{"truncated": [1, 2', "None", "{\"x\": 1,}", '"\\u0000"']
+BAD_TIMESTAMPS = [
+    "yesterday",
+    "2024-02-30 10:00:00",
+    "2024-13-01T00:00:00Z",
+    "03/05/2024 17:21",
+    "",
+    "Tue Mar 05",
+]
+BAD_JSON = ["{'name': 'python repr'}", '{"a": NaN}', '{"truncated": [1, 2', "None", '{"x": 1,}', '"\\u0000"']
 BAD_BOOLEANS = ["yes", "2", "t", "-1"]
 
 
@@ -89,7 +151,9 @@ class _Generator:
         return self.rng.random() < self.bad_fraction
 
     def moment(self) -> datetime:
-        return BASE + timedelta(seconds=self.rng.randrange(0, 300 * 86400), milliseconds=self.rng.randrange(1000))
+        return BASE + timedelta(
+            seconds=self.rng.randrange(0, 300 * 86400), milliseconds=self.rng.randrange(1000)
+        )
 
     def scraped_date(self, forced: int | None = None) -> object:
         """A tweet date as the scraper returned it: any of the accepted formats, or a broken one."""
@@ -141,7 +205,12 @@ def _users(g: _Generator, n: int) -> Iterator[tuple]:
                 username = f"user_{i}\x00nul"
             else:
                 username = b"\xff\xfeuser"  # stored below as TEXT that is not valid UTF-8
-        profile = {"name": g.words(1, 3), "followers": g.rng.randrange(10**6), "bio": g.words(3, 12), "verified": g.rng.random() < 0.1}
+        profile = {
+            "name": g.words(1, 3),
+            "followers": g.rng.randrange(10**6),
+            "bio": g.words(3, 12),
+            "verified": g.rng.random() < 0.1,
+        }
         picture = f"https://pbs.example/{uid}.jpg" if i != 6 else sqlite3.Binary(b"\x89PNG")  # a BLOB
         yield (uid, username, g.json_text(profile), picture,
                _iso_ts(g.moment()) if not g.bad() else g.rng.choice(BAD_TIMESTAMPS), _sqlite_ts(g.moment()))  # fmt: skip
@@ -206,30 +275,46 @@ def _fill(db: sqlite3.Connection, g: _Generator, users: int, tweets: int, with_q
     db.executemany(
         "INSERT INTO personality_analysis VALUES (?, ?, ?, ?, ?, ?)",
         (
-            (f"pa{i}", f"u{i}", g.json_text({"openness": g.rng.random(), "humor": g.rng.random()}),
-             g.json_text(g.rng.sample(WORDS, 3)), g.json_text({"tone": "casual", "emoji_rate": 0.2}),
-             _iso_ts(g.moment()))  # fmt: skip
+            (
+                f"pa{i}",
+                f"u{i}",
+                g.json_text({"openness": g.rng.random(), "humor": g.rng.random()}),
+                g.json_text(g.rng.sample(WORDS, 3)),
+                g.json_text({"tone": "casual", "emoji_rate": 0.2}),
+                _iso_ts(g.moment()),
+            )  # fmt: skip
             for i in analysed
         ),
     )
     db.executemany(
         "INSERT INTO funnel_progress VALUES (?, ?, ?, ?, ?)",
         (
-            (f"u{i}", g.rng.randrange(6) if not g.bad() else "step three",
-             g.json_text(["start", "analyze"][: g.rng.randrange(3)]), g.json_text({"start": "ok"}),
-             _sqlite_ts(g.moment()))  # fmt: skip
+            (
+                f"u{i}",
+                g.rng.randrange(6) if not g.bad() else "step three",
+                g.json_text(["start", "analyze"][: g.rng.randrange(3)]),
+                g.json_text({"start": "ok"}),
+                _sqlite_ts(g.moment()),
+            )  # fmt: skip
             for i in range(0, users, 2)
         ),
     )
     db.executemany(
         "INSERT INTO funnel_completion VALUES (?, ?, ?)",
-        ((f"u{i}", _iso_ts(g.moment()), g.json_text({"score": g.rng.randrange(100)})) for i in range(0, users, 5)),
+        (
+            (f"u{i}", _iso_ts(g.moment()), g.json_text({"score": g.rng.randrange(100)}))
+            for i in range(0, users, 5)
+        ),
     )
     codes = [(f"REF{i}", f"u{i}", g.rng.randrange(5), _sqlite_ts(g.moment())) for i in range(0, users, 4)]
     db.executemany("INSERT INTO referral_codes VALUES (?, ?, ?, ?)", codes)
-    referred = [(None, c[0], c[1], f"u{(i * 7 + 1) % users}", _iso_ts(g.moment())) for i, c in enumerate(codes)]
+    referred = [
+        (None, c[0], c[1], f"u{(i * 7 + 1) % users}", _iso_ts(g.moment())) for i, c in enumerate(codes)
+    ]
     if len(referred) > 2:
-        referred.append((None, codes[0][0], codes[0][1], referred[1][3], _iso_ts(g.moment())))  # UNIQUE breach
+        referred.append(
+            (None, codes[0][0], codes[0][1], referred[1][3], _iso_ts(g.moment()))
+        )  # UNIQUE breach
     db.executemany("INSERT INTO referral_tracking VALUES (?, ?, ?, ?, ?)", referred)
     usage = [(None, c[0], f"u{(i * 3) % users}", _sqlite_ts(g.moment())) for i, c in enumerate(codes)]
     usage += [(None, "NO", f"u{i}", _sqlite_ts(g.moment())) for i in range(min(users, 5))]  # declined: orphan
@@ -238,7 +323,9 @@ def _fill(db: sqlite3.Connection, g: _Generator, users: int, tweets: int, with_q
         statuses = ["pending", "processing", "completed", "failed"]
         jobs = [(None, f"u{i}", statuses[i % 4] if not g.bad() else "stuck", g.rng.randrange(3), 4, i % 5,
                  _sqlite_ts(g.moment()), _iso_ts(g.moment()), None, None) for i in range(0, users, 10)]  # fmt: skip
-        jobs.append((None, "u0", "cancelled", 0, 4, 0, _sqlite_ts(g.moment()), None, None, None))  # CHECK breach
+        jobs.append(
+            (None, "u0", "cancelled", 0, 4, 0, _sqlite_ts(g.moment()), None, None, None)
+        )  # CHECK breach
         db.executemany("INSERT INTO analysis_queue VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", jobs)
         chunks = [(None, j, c, 25, statuses[(j + c) % 4], _iso_ts(g.moment()), None,
                    g.json_text({"chunk": c}) if c % 2 else None, None)
@@ -254,7 +341,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tweets", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--bad-fraction", type=float, default=0.002)
-    parser.add_argument("--with-queue", action="store_true", help="also create analysis_queue/analysis_chunks")
+    parser.add_argument(
+        "--with-queue", action="store_true", help="also create analysis_queue/analysis_chunks"
+    )
     parser.add_argument("--journal-mode", choices=("wal", "delete"), default="wal")
     args = parser.parse_args(argv)
     generate(

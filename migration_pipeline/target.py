@@ -59,9 +59,10 @@ def conninfo(settings: Settings) -> str:
     return make_conninfo(**params, dbname=settings.database)
 
 
-def connect(settings: Settings, **kwargs) -> psycopg.Connection:
+def connect(settings: Settings, *, autocommit: bool = True) -> psycopg.Connection:
+    """A connection in autocommit mode: callers open transactions explicitly (``conn.transaction()``)."""
     try:
-        return psycopg.connect(conninfo(settings), **kwargs)
+        return psycopg.connect(conninfo(settings), autocommit=autocommit)
     except psycopg.OperationalError as err:
         raise TargetError(f"cannot connect to PostgreSQL: {redact(str(err))}") from None
 
@@ -70,7 +71,13 @@ def open_pool(
     settings: Settings, *, min_size: int = 1, max_size: int = 4, name: str = "migration"
 ) -> ConnectionPool:
     pool = ConnectionPool(
-        conninfo(settings), min_size=min_size, max_size=max_size, name=name, open=False, timeout=30
+        conninfo(settings),
+        min_size=min_size,
+        max_size=max_size,
+        name=name,
+        open=False,
+        timeout=30,
+        kwargs={"autocommit": True},
     )
     pool.open(wait=True, timeout=30)
     return pool

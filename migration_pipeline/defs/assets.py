@@ -1,0 +1,142 @@
+"""Assets: a consistent snapshot of the SQLite source, then one PostgreSQL table asset per table spec."""
+
+import time
+
+from dagster import (
+    AssetExecutionContext,
+    AssetKey,
+    AssetsDefinition,
+    Failure,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
+
+from ..catalog import TableSpec, load_catalog
+from ..load import LoadResult, load_table
+from ..sample_data import generate
+from ..source import Snapshot, take_snapshot
+from .resources import MigrationResource
+
+SNAPSHOT_KEY = AssetKey(["sqlite", "snapshot"])
+PROGRESS_EVERY_S = 5.0
+SAMPLE_SIZE = {"users": 1_000, "tweets": 20_000}
+
+
+def target_key(table: str) -> AssetKey:
+    return AssetKey(["postgres", table])
+
+
+@asset(
+    key=SNAPSHOT_KEY,
+    group_name="source",
+    kinds={"sqlite"},
+    description=(
+        "A consistent copy of the app's SQLite database (SQLITE_PATH), taken through SQLite's online "
+        "backup from a read-only connection: every table is migrated from this one point in time, and the "
+        "app is blocked only for the copy. Without a SQLITE_PATH file and with the embedded PostgreSQL, a "
+        "sample database shaped like the app's is generated there first."
+    ),
+)
+def source_snapshot(context: AssetExecutionContext, migration: MigrationResource) -> MaterializeResult:
+    settings = migration.settings
+    generated = False
+    if not settings.sqlite_path.exists():
+        if not settings.embedded:
+            raise Failure(
+                f"SQLITE_PATH {settings.sqlite_path} does not exist. A sample database is only generated for "
+                "the embedded PostgreSQL, never for a configured server."
+            )
+        context.log.warning(
+            f"SQLITE_PATH {settings.sqlite_path} does not exist: generating a sample database"
+        )
+        generate(settings.sqlite_path, **SAMPLE_SIZE)
+        generated = True
+    info = take_snapshot(settings.sqlite_path, migration.snapshot_path)
+    return MaterializeResult(
+        metadata={
+            "source_path": MetadataValue.path(str(info.source_path.resolve())),
+            "source_bytes": info.source_size,
+            "snapshot_sha256": info.source_sha256,
+            "generated_sample": generated,
+            "tables": MetadataValue.json(info.tables),
+            "dagster/row_count": sum(info.tables.values()),
+        }
+    )
+
+
+def _progress_logger(context: AssetExecutionContext, total: int):
+    start = last = time.monotonic()
+
+    def report(rows: int) -> None:
+        nonlocal last
+        now = time.monotonic()
+        if now - last < PROGRESS_EVERY_S:
+            return
+        last = now
+        rate = rows / (now - start)
+        eta = (total - rows) / rate if rate else float("inf")
+        context.log.info(f"{rows:,}/{total:,} rows read ({rate:,.0f} rows/s, ETA {eta:,.0f} s)")
+
+    return report
+
+
+def _metadata(spec: TableSpec, result: LoadResult) -> dict:
+    return {
+        "dagster/table_name": f"public.{spec.name}",
+        "dagster/row_count": result.loaded_rows,
+        "source_present": result.source_present,
+        "source_rows": result.source_rows,
+        "loaded_rows": result.loaded_rows,
+        "rejected_rows": result.rejected_rows,
+        "rejected_by_reason": MetadataValue.json(result.rejected_by_reason),
+        "duration_s": round(result.seconds, 3),
+        "rows_per_s": round(result.rows_per_second, 1),
+        "defaulted_columns": MetadataValue.json(list(result.defaulted_columns)),
+        "cascaded_deletes": MetadataValue.json(result.cascaded_deletes),
+        "quarantine_sql": MetadataValue.md(
+            "```sql\nSELECT source_key, column_name, reason, raw_row\n"
+            "FROM migration_audit.rejected_rows\n"
+            f"WHERE run_id = '{result.run_id}' AND table_name = '{spec.name}';\n```"
+        ),
+    }
+
+
+def table_asset(spec: TableSpec) -> AssetsDefinition:
+    """The asset that (re)loads one target table from the snapshot."""
+
+    @asset(
+        key=target_key(spec.name),
+        deps=[SNAPSHOT_KEY, *(target_key(p) for p in spec.parents)],
+        group_name="target",
+        kinds={"postgres"},
+        description=(
+            f"PostgreSQL table `{spec.name}`, replaced in one transaction with the snapshot's rows: every value "
+            "converted by the value rules, bulk-loaded with COPY; rows that cannot load exactly (bad values, "
+            "orphans, constraint breaches) are quarantined in migration_audit.rejected_rows with a reason."
+        ),
+    )
+    def _load(context: AssetExecutionContext, migration: MigrationResource) -> MaterializeResult:
+        with Snapshot(migration.snapshot_path) as snapshot, migration.connection() as conn:
+            total = snapshot.count(spec.name) if snapshot.has_table(spec.name) else 0
+            result = load_table(
+                conn, snapshot, load_catalog(), spec.name, context.run_id, _progress_logger(context, total)
+            )
+        if not result.source_present:
+            context.log.info(f"source has no table {spec.name}: created empty")
+        if result.rejected_rows:
+            context.log.warning(
+                f"{spec.name}: {result.rejected_rows} rows quarantined {result.rejected_by_reason}"
+            )
+        if result.cascaded_deletes:
+            context.log.warning(
+                f"{spec.name}: rows gone from the source were still referenced; removed dependants "
+                f"{result.cascaded_deletes} (re-materialize those tables)"
+            )
+        return MaterializeResult(metadata=_metadata(spec, result))
+
+    return _load
+
+
+def target_assets() -> list[AssetsDefinition]:
+    return [table_asset(spec) for spec in load_catalog().tables]

@@ -1,0 +1,60 @@
+"""Dagster resources: where the source is and which PostgreSQL is the target (thin wiring over settings)."""
+
+import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+
+import psycopg
+from dagster import ConfigurableResource, InitResourceContext
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg_pool import ConnectionPool
+from pydantic import PrivateAttr
+
+from ..local_postgres import state_dir
+from ..settings import Settings, load_settings
+from ..target import open_pool
+
+
+class MigrationResource(ConfigurableResource):
+    """Source and target of the migration. Empty fields fall back to the environment and
+    ``.env.migration`` (contract "Configuration"); tests and operators may pin them here."""
+
+    sqlite_path: str | None = None
+    pg_database: str | None = None
+
+    _pool: ConnectionPool | None = PrivateAttr(default=None)
+
+    @property
+    def settings(self) -> Settings:
+        settings = load_settings()
+        overrides: dict = {}
+        if self.sqlite_path:
+            overrides["sqlite_path"] = Path(self.sqlite_path)
+        if self.pg_database:
+            overrides["database"] = self.pg_database
+            if settings.external_conninfo:
+                params = {**conninfo_to_dict(settings.external_conninfo), "dbname": self.pg_database}
+                overrides["external_conninfo"] = make_conninfo(**params)
+        return replace(settings, **overrides)
+
+    @property
+    def snapshot_path(self) -> Path:
+        """Where this source/target pair keeps its consistent snapshot of the source."""
+        settings = self.settings
+        ident = f"{settings.sqlite_path.resolve()}|{settings.describe()}"
+        return state_dir() / "snapshots" / f"{hashlib.sha256(ident.encode()).hexdigest()[:16]}.db"
+
+    def teardown_after_execution(self, context: InitResourceContext) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+    @contextmanager
+    def connection(self) -> Iterator[psycopg.Connection]:
+        """A pooled connection to the target database (the pool opens on first use)."""
+        if self._pool is None:
+            self._pool = open_pool(self.settings, min_size=1, max_size=2)
+        with self._pool.connection() as conn:
+            yield conn
