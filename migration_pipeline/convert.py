@@ -82,11 +82,11 @@ def _not_text(value: object) -> Rejected:
 def _from_epoch(value: float) -> datetime:
     if not math.isfinite(value):
         raise Rejected(f"epoch value {value!r} is not a finite number", "invalid timestamp")
-    seconds = value / 1000 if abs(value) >= EPOCH_MS_THRESHOLD else value
+    unit = 1_000 if abs(value) >= EPOCH_MS_THRESHOLD else 1_000_000  # microseconds per unit of value
     try:
-        if isinstance(seconds, int):
-            return _EPOCH + timedelta(seconds=seconds)
-        return _EPOCH + timedelta(microseconds=round(seconds * 1_000_000))
+        # integers stay exact (no float division); reals round to PostgreSQL's microsecond
+        micros = value * unit if isinstance(value, int) else round(value * unit)
+        return _EPOCH + timedelta(microseconds=micros)
     except OverflowError:
         raise Rejected(
             f"epoch value {value!r} is outside the supported date range", "invalid timestamp"

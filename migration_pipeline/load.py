@@ -191,3 +191,10 @@ def _finish(conn: psycopg.Connection, spec: TableSpec) -> None:
             (spec.name, column),
         )
     conn.execute(sql.SQL("ANALYZE {}").format(table))
+
+
+def load_all(
+    conn: psycopg.Connection, snapshot: Snapshot, catalog: Catalog, run_id: str
+) -> dict[str, LoadResult]:
+    """Load every table in foreign-key order (what the ``migrate`` job does, without Dagster)."""
+    return {name: load_table(conn, snapshot, catalog, name, run_id) for name in catalog.names}

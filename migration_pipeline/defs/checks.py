@@ -1,6 +1,12 @@
 """Asset checks, one factory over the table specs."""
 
-from dagster import AssetCheckResult, AssetChecksDefinition, MetadataValue, asset_check
+from dagster import (
+    AssetCheckExecutionContext,
+    AssetCheckResult,
+    AssetChecksDefinition,
+    MetadataValue,
+    asset_check,
+)
 
 from ..catalog import TableSpec, load_catalog
 from ..verify import conservation
@@ -18,13 +24,17 @@ def conservation_check(spec: TableSpec) -> AssetChecksDefinition:
             "load and found in migration_audit.rejected_rows), and the table holds exactly the loaded rows."
         ),
     )
-    def _check(migration: MigrationResource) -> AssetCheckResult:
+    def _check(context: AssetCheckExecutionContext, migration: MigrationResource) -> AssetCheckResult:
         with migration.connection() as conn:
             found = conservation(conn, spec.name)
         problems = found.problems
+        for problem in problems:
+            context.log.error(f"{spec.name}: {problem}")
         metadata = {k: v for k, v in found.as_metadata().items() if v is not None}
         metadata["problems"] = MetadataValue.json(problems)
-        return AssetCheckResult(passed=not problems, metadata=metadata)
+        return AssetCheckResult(
+            passed=not problems, metadata=metadata, description="; ".join(problems) or None
+        )
 
     return _check
 

@@ -1,0 +1,56 @@
+"""Fixtures: the checkout's embedded PostgreSQL (real server), a fresh database per test, real SQLite files."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from migration_pipeline import local_postgres
+from migration_pipeline.catalog import load_catalog
+from migration_pipeline.sample_data import generate
+from migration_pipeline.settings import Settings
+from migration_pipeline.target import connect
+
+
+@pytest.fixture(scope="session")
+def server() -> dict[str, str]:
+    """Connection parameters of the embedded server (started if needed, left running)."""
+    return local_postgres.ensure_running()
+
+
+@pytest.fixture
+def database(server) -> str:
+    """A new, empty database on the embedded server, dropped after the test."""
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(**server, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    yield name
+    with psycopg.connect(**server, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def settings(database, tmp_path) -> Settings:
+    return Settings(sqlite_path=tmp_path / "twitter.db", database=database)
+
+
+@pytest.fixture
+def conn(settings):
+    with connect(settings) as connection:
+        yield connection
+
+
+@pytest.fixture
+def catalog():
+    return load_catalog()
+
+
+@pytest.fixture(scope="session")
+def sample_db(tmp_path_factory) -> Path:
+    """An app-shaped database with every kind of broken value (read-only for tests: copy to modify)."""
+    path = tmp_path_factory.mktemp("sample") / "twitter.db"
+    return generate(path, users=300, tweets=3_000, bad_fraction=0.01, with_queue=True)

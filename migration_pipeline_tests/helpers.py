@@ -1,0 +1,72 @@
+"""Test helpers: expected values computed from the source with the value rules, content fingerprints."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+from pathlib import Path
+
+from psycopg import sql
+
+from migration_pipeline.convert import Rejected, converter_for
+from migration_pipeline.load import load_all
+from migration_pipeline.source import Snapshot, take_snapshot
+
+
+def migrate(conn, catalog, source: Path, run_id: str, workdir: Path):
+    info = take_snapshot(source, workdir / f"{run_id}.snapshot.db")
+    with Snapshot(info.path) as snap:
+        return load_all(conn, snap, catalog, run_id)
+
+
+def editable_copy(source: Path, dest: Path) -> Path:
+    shutil.copyfile(source, dest)
+    for suffix in ("-wal", "-shm"):
+        if Path(str(source) + suffix).exists():
+            shutil.copyfile(str(source) + suffix, str(dest) + suffix)
+    return dest
+
+
+def source_rows(path: Path, table: str) -> list[tuple]:
+    """(rowid, *values) of a source table, read the way the pipeline reads it."""
+    with Snapshot(path) as snap:
+        cols = snap.columns(table)
+        return [row for batch in snap.stream(table, cols) for row in batch], cols
+
+
+def converted(spec, columns, values):
+    """The source row under the value rules, or None when some value is rejected."""
+    out = {}
+    for name, value in zip(columns, values, strict=True):
+        col = spec.column(name)
+        try:
+            v = converter_for(col.kind, col.max_length)(value)
+        except Rejected:
+            return None
+        out[name] = json.loads(v) if col.kind == "jsonb" and v is not None else v
+    return out
+
+
+def target_rows(conn, spec, columns) -> dict[tuple, dict]:
+    cols = sql.SQL(", ").join(map(sql.Identifier, columns))
+    rows = conn.execute(sql.SQL("SELECT {} FROM {}").format(cols, sql.Identifier(spec.name))).fetchall()
+    pk_idx = [columns.index(c) for c in spec.primary_key]
+    return {tuple(r[i] for i in pk_idx): dict(zip(columns, r, strict=True)) for r in rows}
+
+
+def fingerprint(conn, table: str) -> str:
+    """An order-independent digest of a table's full content."""
+    return conn.execute(
+        sql.SQL("SELECT md5(coalesce(string_agg(md5(t::text), '' ORDER BY md5(t::text)), '')) FROM {} t").format(
+            sql.Identifier(table)
+        )
+    ).fetchone()[0]
+
+
+def sqlite_exec(path: Path, *statements: str) -> None:
+    db = sqlite3.connect(path)
+    with db:
+        for statement in statements:
+            db.execute(statement)
+    db.close()

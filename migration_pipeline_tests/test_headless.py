@@ -1,0 +1,120 @@
+"""The contract's headless commands, run as an operator would: subprocesses on a generated database."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from migration_pipeline.sample_data import generate
+from migration_pipeline.target import connect
+
+from .helpers import fingerprint, migrate
+
+CHECKOUT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow
+
+
+def _run(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("PG_", "SQLITE_"))}
+    return subprocess.run(
+        [sys.executable, "-m", "dagster", *args],
+        env={**clean, **env},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def _counts(server, database, tables) -> dict[str, int]:
+    with psycopg.connect(**{**server, "dbname": database}) as conn:
+        return {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in tables}
+
+
+def test_headless_materialize_then_reverify_against_a_configured_server(server, database, catalog, tmp_path):
+    """PG_* variables name the server (here the embedded one over TCP with its password, standing in
+    for an external server): every table populated, exit 0, the password in no output."""
+    source = generate(tmp_path / "app.db", users=200, tweets=2_000, with_queue=True)
+    env = {
+        "SQLITE_PATH": str(source),
+        "PG_HOST": server["host"],
+        "PG_PORT": server["port"],
+        "PG_USER": server["user"],
+        "PG_PASSWORD": server["password"],
+        "PG_DATABASE": database,
+    }
+    done = _run(["asset", "materialize", "-m", "migration_pipeline.definitions", "--select", "*"], env, tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert server["password"] not in done.stdout + done.stderr
+    counts = _counts(server, database, catalog.names)
+    assert all(n > 0 for n in counts.values()), counts
+    verify = _run(["job", "execute", "-m", "migration_pipeline.definitions", "-j", "reverify"], env, tmp_path)
+    assert verify.returncode == 0, verify.stderr[-3000:]
+    assert "rows_conserved" in verify.stderr + verify.stdout
+    assert server["password"] not in verify.stdout + verify.stderr
+
+
+def test_headless_defaults_generate_a_sample_into_the_embedded_server(server, database, catalog, tmp_path):
+    missing = tmp_path / "data" / "twitter.db"
+    done = _run(
+        ["asset", "materialize", "-m", "migration_pipeline.definitions", "--select", "*"],
+        {"SQLITE_PATH": str(missing), "PG_DATABASE": database},
+        tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert missing.exists()
+    counts = _counts(server, database, catalog.names)
+    assert counts["users"] > 0 and counts["tweets"] > 0
+    assert counts["analysis_queue"] == 0  # the app never creates the queue tables in SQLite
+
+
+def test_reverify_fails_when_a_row_goes_missing(server, database, settings, catalog, sample_db, tmp_path):
+    with connect(settings) as conn:
+        migrate(conn, catalog, sample_db, "run-1", tmp_path)
+        conn.execute("DELETE FROM tweets WHERE id = (SELECT min(id) FROM tweets)")
+    verify = _run(
+        ["job", "execute", "-m", "migration_pipeline.definitions", "-j", "reverify"],
+        {"SQLITE_PATH": str(sample_db), "PG_DATABASE": database},
+        tmp_path,
+    )
+    assert verify.returncode != 0
+    assert "the table holds" in verify.stdout + verify.stderr
+
+
+def test_killed_loader_leaves_the_previous_content(database, settings, catalog, sample_db, tmp_path):
+    with connect(settings) as conn:
+        migrate(conn, catalog, sample_db, "run-1", tmp_path)
+        before = fingerprint(conn, "tweets")
+    script = textwrap.dedent(
+        f"""
+        import sys, time
+        from pathlib import Path
+        from migration_pipeline.catalog import load_catalog
+        from migration_pipeline.load import load_table
+        from migration_pipeline.settings import Settings
+        from migration_pipeline.source import Snapshot
+        from migration_pipeline.target import connect
+
+        def stall(rows):
+            print("copying", flush=True)
+            time.sleep(60)
+
+        settings = Settings(Path("unused"), {database!r})
+        with connect(settings) as conn, Snapshot(Path({str(tmp_path / "run-1.snapshot.db")!r})) as snap:
+            load_table(conn, snap, load_catalog(), "tweets", "run-killed", progress=stall)
+        """
+    )
+    loader = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=CHECKOUT)
+    assert loader.stdout.readline().strip() == "copying"
+    loader.send_signal(signal.SIGKILL)
+    loader.wait(timeout=30)
+    with connect(settings) as conn:
+        assert fingerprint(conn, "tweets") == before
+        assert not conn.execute("SELECT 1 FROM migration_audit.table_loads WHERE run_id = 'run-killed'").fetchall()

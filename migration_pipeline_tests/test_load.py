@@ -1,0 +1,206 @@
+"""The load, against the real embedded PostgreSQL and real SQLite files."""
+
+from __future__ import annotations
+
+import base64
+import sqlite3
+
+import psycopg
+import pytest
+
+from migration_pipeline.load import LoadError, load_table
+from migration_pipeline.sample_data import generate
+from migration_pipeline.source import Snapshot, take_snapshot
+
+from .helpers import converted, editable_copy, fingerprint, migrate, source_rows, sqlite_exec, target_rows
+
+EXPECTED_KINDS = {
+    "users": {
+        "username: duplicate key", "username: NULL in NOT NULL column", "username: text too long",
+        "username: NUL in text", "username: invalid UTF-8", "profile_picture_url: wrong storage type",
+        "profile_data: invalid JSON",
+    },
+    "tweets": {
+        "created_at: invalid timestamp", "metadata: invalid JSON", "is_reply: invalid boolean",
+        "user_id: orphan", "user_id: parent quarantined",
+    },
+    "funnel_progress": {"current_command_index: invalid integer"},
+    "referral_usage_log": {"referral_code: orphan"},
+    "analysis_queue": {"status: CHECK violation"},
+    "analysis_chunks": {"job_id: orphan", "job_id: parent quarantined"},
+}  # fmt: skip
+
+
+@pytest.fixture
+def migrated(conn, catalog, sample_db, tmp_path):
+    return migrate(conn, catalog, sample_db, "run-1", tmp_path)
+
+
+def test_every_source_row_loaded_exactly_or_quarantined(conn, catalog, sample_db, migrated, tmp_path):
+    snapshot = tmp_path / "run-1.snapshot.db"
+    for spec in catalog.tables:
+        result = migrated[spec.name]
+        rows, columns = source_rows(snapshot, spec.name)
+        assert result.source_rows == len(rows) == result.loaded_rows + result.rejected_rows, spec.name
+        loaded = target_rows(conn, spec, columns)
+        assert len(loaded) == result.loaded_rows
+        quarantined = conn.execute(
+            "SELECT source_key, count(*) FROM migration_audit.rejected_rows WHERE run_id = 'run-1' "
+            "AND table_name = %s GROUP BY 1",
+            (spec.name,),
+        ).fetchall()
+        assert sum(n for _, n in quarantined) == result.rejected_rows
+        pk_idx = [columns.index(c) for c in spec.primary_key]
+        loaded_keys = set(loaded)
+        for row in rows:
+            key = tuple(row[1 + i] for i in pk_idx)
+            expected = converted(spec, columns, row[1:])
+            if key in loaded_keys and expected is not None and loaded[key] == expected:
+                loaded_keys.discard(key)  # this source row is the one loaded, value for value
+        assert not loaded_keys, f"{spec.name}: loaded rows that equal no source row: {list(loaded_keys)[:3]}"
+        load = conn.execute(
+            "SELECT source_rows, loaded_rows, rejected_rows FROM migration_audit.table_loads "
+            "WHERE run_id = 'run-1' AND table_name = %s",
+            (spec.name,),
+        ).fetchone()
+        assert load == (result.source_rows, result.loaded_rows, result.rejected_rows)
+
+
+def test_every_quarantine_reason_is_recorded(migrated):
+    for table, kinds in EXPECTED_KINDS.items():
+        assert kinds <= set(migrated[table].rejected_by_reason), (table, migrated[table].rejected_by_reason)
+
+
+def test_reasons_are_readable_and_raw_rows_keep_original_values(conn, migrated):
+    rows = conn.execute(
+        "SELECT source_key, column_name, reason, raw_row FROM migration_audit.rejected_rows "
+        "WHERE table_name = 'users' AND run_id = 'run-1'"
+    ).fetchall()
+    by_key = {r[0]: r for r in rows}
+    assert "not valid UTF-8" in by_key["u5"][2]
+    raw = by_key["u5"][3]["username"]
+    assert raw["$storage"] == "text (invalid UTF-8)" and base64.b64decode(raw["$base64"]) == b"\xff\xfeuser"
+    nul = by_key["u4"][3]["username"]
+    assert base64.b64decode(nul["$base64"]).decode() == "user_4\x00nul"
+    blob = by_key["u6"][3]["profile_picture_url"]
+    assert blob["$storage"] == "blob" and base64.b64decode(blob["$base64"]) == b"\x89PNG"
+    assert "exceeds the column's limit of 255" in by_key["u3"][2]
+    orphan = conn.execute(
+        "SELECT reason FROM migration_audit.rejected_rows WHERE table_name = 'referral_usage_log' "
+        "AND raw_row->>'referral_code' = 'NO' LIMIT 1"
+    ).fetchone()[0]
+    assert orphan == "referral_code='NO': no parent row in referral_codes(code) (orphan)"
+
+
+def test_sequences_end_past_the_highest_id(conn, catalog, migrated):
+    for spec in catalog.tables:
+        for column in spec.serial_columns:
+            top = conn.execute(f"SELECT coalesce(max({column}), 0) FROM {spec.name}").fetchone()[0]
+            nxt = conn.execute("SELECT nextval(pg_get_serial_sequence(%s, %s))", (spec.name, column)).fetchone()[0]
+            assert nxt > top, spec.name
+
+
+def test_rerun_gives_the_same_target(conn, catalog, sample_db, migrated, tmp_path):
+    before = {t: fingerprint(conn, t) for t in catalog.names}
+    again = migrate(conn, catalog, sample_db, "run-2", tmp_path)
+    assert {t: fingerprint(conn, t) for t in catalog.names} == before
+    for name in catalog.names:
+        assert again[name].loaded_rows == migrated[name].loaded_rows
+        assert again[name].rejected_rows == migrated[name].rejected_rows
+    runs = conn.execute("SELECT count(DISTINCT run_id) FROM migration_audit.table_loads").fetchone()[0]
+    assert runs == 2
+
+
+def test_a_failing_load_leaves_the_previous_content(conn, catalog, sample_db, migrated, tmp_path):
+    before = fingerprint(conn, "tweets"), fingerprint(conn, "users")
+
+    def crash(rows):
+        raise RuntimeError("killed mid-load")
+
+    with Snapshot(tmp_path / "run-1.snapshot.db") as snap:
+        with pytest.raises(RuntimeError):
+            load_table(conn, snap, catalog, "tweets", "run-crash", progress=crash)
+        with pytest.raises(RuntimeError):
+            load_table(conn, snap, catalog, "users", "run-crash", progress=crash)
+    assert (fingerprint(conn, "tweets"), fingerprint(conn, "users")) == before
+    assert not conn.execute("SELECT 1 FROM migration_audit.table_loads WHERE run_id = 'run-crash'").fetchall()
+
+
+def test_postgres_gone_mid_load_leaves_the_previous_content(server, settings, catalog, sample_db, tmp_path):
+    from migration_pipeline.target import connect
+
+    with connect(settings) as conn:
+        migrate(conn, catalog, sample_db, "run-1", tmp_path)
+        before = fingerprint(conn, "tweets")
+    victim = connect(settings)
+    pid = victim.info.backend_pid
+
+    def server_drops_us(rows):
+        with psycopg.connect(**{**server, "dbname": settings.database}, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+
+    with Snapshot(tmp_path / "run-1.snapshot.db") as snap, pytest.raises(psycopg.OperationalError):
+        load_table(victim, snap, catalog, "tweets", "run-dropped", progress=server_drops_us)
+    victim.close()
+    with connect(settings) as conn:
+        assert fingerprint(conn, "tweets") == before
+
+
+def test_source_without_queue_tables(conn, catalog, tmp_path):
+    source = generate(tmp_path / "noqueue.db", users=50, tweets=200, with_queue=False)
+    results = migrate(conn, catalog, source, "run-nq", tmp_path)
+    for table in ("analysis_queue", "analysis_chunks"):
+        assert not results[table].source_present
+        assert results[table].source_rows == results[table].loaded_rows == 0
+        assert conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == 0
+        load = conn.execute(
+            "SELECT source_rows, loaded_rows, rejected_rows FROM migration_audit.table_loads WHERE table_name = %s",
+            (table,),
+        ).fetchone()
+        assert load == (0, 0, 0)
+    assert results["tweets"].loaded_rows > 0
+
+
+@pytest.mark.parametrize("journal_mode", ["wal", "delete"])
+def test_source_file_untouched_while_the_app_writes(conn, catalog, tmp_path, journal_mode):
+    source = generate(tmp_path / "live.db", users=50, tweets=300, journal_mode=journal_mode)
+    writer = sqlite3.connect(source, isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")
+    writer.execute("INSERT INTO users (id, username) VALUES ('uncommitted', 'not yet')")
+    before = source.read_bytes()
+    results = migrate(conn, catalog, source, "run-live", tmp_path)
+    assert source.read_bytes() == before
+    assert results["users"].source_rows == 50  # the uncommitted row is not in the snapshot
+    writer.execute("COMMIT")  # the app is not disturbed
+    writer.close()
+
+
+def test_parent_reload_merges_and_removes_dependants_of_deleted_rows(conn, catalog, sample_db, migrated, tmp_path):
+    source = editable_copy(sample_db, tmp_path / "changed.db")
+    tweets_of_u10 = conn.execute("SELECT count(*) FROM tweets WHERE user_id = 'u10'").fetchone()[0]
+    assert tweets_of_u10 > 0
+    sqlite_exec(
+        source,
+        "DELETE FROM users WHERE id = 'u10'",
+        "UPDATE users SET username = 'renamed_11' WHERE id = 'u11'",
+        "INSERT INTO users (id, username, created_at) VALUES ('u_new', 'newcomer', '2024-03-05 17:21:09')",
+    )
+    info = take_snapshot(source, tmp_path / "changed.snapshot.db")
+    with Snapshot(info.path) as snap:
+        users = load_table(conn, snap, catalog, "users", "run-3")
+        assert users.cascaded_deletes.get("tweets") == tweets_of_u10
+        assert conn.execute("SELECT username FROM users WHERE id = 'u11'").fetchone()[0] == "renamed_11"
+        assert conn.execute("SELECT count(*) FROM users WHERE id IN ('u10', 'u_new')").fetchone()[0] == 1
+        tweets = load_table(conn, snap, catalog, "tweets", "run-3")
+    assert tweets.source_rows == tweets.loaded_rows + tweets.rejected_rows
+    assert tweets.rejected_by_reason["user_id: orphan"] >= tweets_of_u10
+
+
+def test_unmappable_source_is_a_clear_error_and_changes_nothing(conn, catalog, sample_db, migrated, tmp_path):
+    before = fingerprint(conn, "users")
+    source = editable_copy(sample_db, tmp_path / "extra.db")
+    sqlite_exec(source, "ALTER TABLE users ADD COLUMN nickname TEXT")
+    info = take_snapshot(source, tmp_path / "extra.snapshot.db")
+    with Snapshot(info.path) as snap, pytest.raises(LoadError, match="nickname"):
+        load_table(conn, snap, catalog, "users", "run-x")
+    assert fingerprint(conn, "users") == before
