@@ -58,9 +58,9 @@ def target_rows(conn, spec, columns) -> dict[tuple, dict]:
 def fingerprint(conn, table: str) -> str:
     """An order-independent digest of a table's full content."""
     return conn.execute(
-        sql.SQL("SELECT md5(coalesce(string_agg(md5(t::text), '' ORDER BY md5(t::text)), '')) FROM {} t").format(
-            sql.Identifier(table)
-        )
+        sql.SQL(
+            "SELECT md5(coalesce(string_agg(md5(t::text), '' ORDER BY md5(t::text)), '')) FROM {} t"
+        ).format(sql.Identifier(table))
     ).fetchone()[0]
 
 

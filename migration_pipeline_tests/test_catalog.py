@@ -39,7 +39,11 @@ def test_columns_types_and_constraints(catalog):
         (("referral_code",), "referral_codes"),
         (("used_by_user_id",), "users"),
     }
-    assert {t.name for t, _ in catalog.children("users")} >= {"tweets", "referral_usage_log", "analysis_queue"}
+    assert {t.name for t, _ in catalog.children("users")} >= {
+        "tweets",
+        "referral_usage_log",
+        "analysis_queue",
+    }
 
 
 def test_schema_errors_are_clear():
@@ -65,5 +69,7 @@ def test_applied_schema_matches_files(conn, catalog):
     assert {i for t in catalog.tables for i in t.indexes} <= indexes
     gin = conn.execute("SELECT indexdef FROM pg_indexes WHERE indexname = 'idx_tweets_text'").fetchone()[0]
     assert "gin" in gin and "to_tsvector('english'::regconfig, text)" in gin
-    audit = {r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'migration_audit'")}
+    audit = {
+        r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'migration_audit'")
+    }
     assert audit == {"rejected_rows", "table_loads"}

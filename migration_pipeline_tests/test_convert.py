@@ -101,7 +101,10 @@ def test_timestamps_round_trip_every_habit(moment):
 @pytest.mark.parametrize(
     ("value", "expected"),
     [
-        ('{"a": 1, "b": [true, null, 2.5e3], "c": "ünï 🚀"}', {"a": 1, "b": [True, None, 2500.0], "c": "ünï 🚀"}),
+        (
+            '{"a": 1, "b": [true, null, 2.5e3], "c": "ünï 🚀"}',
+            {"a": 1, "b": [True, None, 2500.0], "c": "ünï 🚀"},
+        ),
         ("null", None),  # JSON null, kept as JSON null (the text is returned)
         ("[]", []),
         ('"just a string"', "just a string"),
@@ -149,7 +152,16 @@ def test_json_rejected(value):
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [(0, False), (1, True), ("0", False), ("1", True), ("true", True), ("FALSE", False), ("True", True), (None, None)],
+    [
+        (0, False),
+        (1, True),
+        ("0", False),
+        ("1", True),
+        ("true", True),
+        ("FALSE", False),
+        ("True", True),
+        (None, None),
+    ],
 )
 def test_booleans_accepted(value, expected):
     assert convert_boolean(value) is expected
@@ -161,7 +173,9 @@ def test_booleans_rejected(value):
         convert_boolean(value)
 
 
-@pytest.mark.parametrize(("value", "expected"), [(0, 0), (-5, -5), (3.0, 3), ("42", 42), (2**31 - 1, 2**31 - 1)])
+@pytest.mark.parametrize(
+    ("value", "expected"), [(0, 0), (-5, -5), (3.0, 3), ("42", 42), (2**31 - 1, 2**31 - 1)]
+)
 def test_integers_accepted(value, expected):
     assert convert_integer(value) == expected
 

@@ -50,7 +50,9 @@ def test_headless_materialize_then_reverify_against_a_configured_server(server, 
         "PG_PASSWORD": server["password"],
         "PG_DATABASE": database,
     }
-    done = _run(["asset", "materialize", "-m", "migration_pipeline.definitions", "--select", "*"], env, tmp_path)
+    done = _run(
+        ["asset", "materialize", "-m", "migration_pipeline.definitions", "--select", "*"], env, tmp_path
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert server["password"] not in done.stdout + done.stderr
     counts = _counts(server, database, catalog.names)
@@ -117,4 +119,6 @@ def test_killed_loader_leaves_the_previous_content(database, settings, catalog, 
     loader.wait(timeout=30)
     with connect(settings) as conn:
         assert fingerprint(conn, "tweets") == before
-        assert not conn.execute("SELECT 1 FROM migration_audit.table_loads WHERE run_id = 'run-killed'").fetchall()
+        assert not conn.execute(
+            "SELECT 1 FROM migration_audit.table_loads WHERE run_id = 'run-killed'"
+        ).fetchall()

@@ -96,7 +96,9 @@ def test_sequences_end_past_the_highest_id(conn, catalog, migrated):
     for spec in catalog.tables:
         for column in spec.serial_columns:
             top = conn.execute(f"SELECT coalesce(max({column}), 0) FROM {spec.name}").fetchone()[0]
-            nxt = conn.execute("SELECT nextval(pg_get_serial_sequence(%s, %s))", (spec.name, column)).fetchone()[0]
+            nxt = conn.execute(
+                "SELECT nextval(pg_get_serial_sequence(%s, %s))", (spec.name, column)
+            ).fetchone()[0]
             assert nxt > top, spec.name
 
 
@@ -175,7 +177,9 @@ def test_source_file_untouched_while_the_app_writes(conn, catalog, tmp_path, jou
     writer.close()
 
 
-def test_parent_reload_merges_and_removes_dependants_of_deleted_rows(conn, catalog, sample_db, migrated, tmp_path):
+def test_parent_reload_merges_and_removes_dependants_of_deleted_rows(
+    conn, catalog, sample_db, migrated, tmp_path
+):
     source = editable_copy(sample_db, tmp_path / "changed.db")
     tweets_of_u10 = conn.execute("SELECT count(*) FROM tweets WHERE user_id = 'u10'").fetchone()[0]
     assert tweets_of_u10 > 0

@@ -28,7 +28,8 @@ def test_env_file_and_real_environment_wins(tmp_path):
 
 def test_dsn_overrides_parts(tmp_path):
     s = load_settings(
-        {"PG_DSN": "postgresql://u:topsecret@h:6543/dsndb", "PG_HOST": "ignored", "PG_DATABASE": "x"}, cwd=tmp_path
+        {"PG_DSN": "postgresql://u:topsecret@h:6543/dsndb", "PG_HOST": "ignored", "PG_DATABASE": "x"},
+        cwd=tmp_path,
     )
     assert s.database == "dsndb"
     assert "h" in s.external_conninfo and "6543" in s.external_conninfo
