@@ -14,6 +14,7 @@ from __future__ import annotations
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 import orjson
 import psycopg
@@ -25,6 +26,9 @@ from .source import Snapshot
 
 _STAGE_TYPES = {"varchar": "text", "serial": "integer", "int4": "integer", "bool": "boolean"}
 REJECTS = sql.Identifier("_rejects")
+# From this many rows on, a table without dependants is loaded with its secondary indexes and foreign
+# keys dropped and rebuilt once (cheaper than maintaining them row by row).
+BULK_ROWS = 20_000
 
 
 class Spool:
@@ -221,6 +225,39 @@ def _cascade_delete(
             counts[child.name] = counts.get(child.name, 0) + cur.rowcount
 
 
+@contextmanager
+def _secondary_structures_rebuilt(conn: psycopg.Connection, table: str) -> Iterator[None]:
+    """Drop the table's secondary indexes and foreign keys, and recreate them from their exact
+    catalog definitions afterwards: one index build and one validating join instead of per-row index
+    maintenance and per-row foreign-key triggers. Inside the caller's transaction, so a failure
+    restores them untouched; the rows were already checked against the same foreign keys."""
+    oid = conn.execute("SELECT %s::regclass::oid", (table,)).fetchone()[0]
+    indexes = conn.execute(
+        "SELECT indexrelid::regclass::text, pg_get_indexdef(indexrelid) FROM pg_index"
+        " WHERE indrelid = %s AND NOT indisprimary AND NOT indisunique",
+        (oid,),
+    ).fetchall()
+    foreign_keys = conn.execute(
+        "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = %s AND contype = 'f'",
+        (oid,),
+    ).fetchall()
+    name = sql.Identifier(table)
+    for fk_name, _ in foreign_keys:
+        conn.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(name, sql.Identifier(fk_name)))
+    for index_name, _ in indexes:
+        conn.execute(sql.SQL("DROP INDEX {}").format(sql.SQL(index_name)))
+    yield
+    conn.execute("SET LOCAL maintenance_work_mem = '256MB'")
+    for _, definition in indexes:
+        conn.execute(sql.SQL(definition))
+    for fk_name, definition in foreign_keys:
+        conn.execute(
+            sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
+                name, sql.Identifier(fk_name), sql.SQL(definition)
+            )
+        )
+
+
 def replace_content(
     conn: psycopg.Connection, catalog: Catalog, spec: TableSpec, columns: Sequence[str], stage: sql.Identifier
 ) -> tuple[int, dict[str, int]]:
@@ -233,9 +270,12 @@ def replace_content(
         conn.execute(sql.SQL("TRUNCATE {}").format(table))
         if not columns:
             return 0, cascaded
-        return conn.execute(
-            sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {}").format(table, cols, cols, stage)
-        ).rowcount, cascaded
+        insert = sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {}").format(table, cols, cols, stage)
+        staged = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(stage)).fetchone()[0]
+        if staged < BULK_ROWS:
+            return conn.execute(insert).rowcount, cascaded
+        with _secondary_structures_rebuilt(conn, spec.name):
+            return conn.execute(insert).rowcount, cascaded
     # Referenced by other tables: TRUNCATE is impossible, so merge. Rows gone from the source go
     # (with the rows that reference them), the rest are inserted or updated in place.
     pk = sql.SQL(", ").join(map(sql.Identifier, spec.primary_key))

@@ -111,13 +111,37 @@ class Snapshot:
         return self._conn.execute(f"SELECT count(*) FROM {_quote(table)}").fetchone()[0]
 
     def stream(self, table: str, columns: Sequence[str]) -> Iterator[list[tuple]]:
-        """Batches of ``(rowid, *values)`` in rowid order; memory is bounded by the batch size."""
-        cursor = self._conn.execute(_select(table, columns))
-        while batch := cursor.fetchmany(BATCH_ROWS):
-            yield batch
+        """Batches of ``(rowid, *values)`` in rowid order; memory is bounded by the batch size.
+
+        TEXT is decoded by SQLite's fast built-in path; when a batch holds bytes that are not UTF-8
+        (which would abort that path), the batch is read again from the last good rowid with
+        :func:`decode_text`, which keeps such values as ``InvalidText`` instead of failing."""
+        after: int | None = None
+        careful = False
+        while True:
+            self._conn.text_factory = decode_text if careful else str
+            where = "" if after is None else " WHERE rowid > ?"
+            cursor = self._conn.execute(
+                _select(table, columns) + where + " ORDER BY rowid", () if after is None else (after,)
+            )
+            try:
+                while batch := cursor.fetchmany(BATCH_ROWS):
+                    after = batch[-1][0]
+                    yield batch
+                    if careful:
+                        break  # past the undecodable batch: back to the fast path
+                else:
+                    return
+            except sqlite3.OperationalError as err:
+                if careful or "decode" not in str(err):
+                    raise
+                careful = True
+                continue
+            careful = False
 
     def rows_by_rowid(self, table: str, columns: Sequence[str], rowids: Sequence[int]) -> list[tuple]:
         """The ``(rowid, *values)`` rows with the given rowids (for quarantining them with their values)."""
+        self._conn.text_factory = decode_text
         found = []
         for start in range(0, len(rowids), 500):
             chunk = rowids[start : start + 500]

@@ -1,0 +1,160 @@
+"""Benchmark: the full migration of an app-shaped database against psql's ``\\copy`` floor, in one run.
+
+    python bench/migrate_bench.py [--users 10000] [--tweets 1000000] [--keep]
+
+1. generates the source (timed: the generator must make 1M tweets in under a minute);
+2. migrates it into a fresh database of the embedded server, in a child process (snapshot, every value
+   converted, quarantine, COPY, constraint checks, indexes maintained, sequences, ANALYZE), timing it
+   and reading the child's peak RSS;
+3. exports the rows that landed to CSV (not timed), then loads the same rows into a second fresh database
+   with the same schema (indexes and foreign keys in place) with ``psql \\copy`` (the physical floor);
+4. prints rows/s of both, the ratio migration/floor and the peak RSS. Figures go into the README by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from migration_pipeline import local_postgres
+from migration_pipeline.catalog import load_catalog
+from migration_pipeline.settings import Settings
+from migration_pipeline.target import apply_schema, connect
+
+ROOT = Path(__file__).resolve().parent
+PSQL = local_postgres.POSTGRES_BIN_PATH / "psql"
+
+
+def _child(args: list[str]) -> tuple[float, int, str]:
+    """Run this script as a child; returns (seconds, peak RSS in bytes, stdout)."""
+    start = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, __file__, *args], stdout=subprocess.PIPE, text=True)
+    out = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"child {args} failed")
+    return seconds, usage.ru_maxrss * 1024, out
+
+
+def _migrate(source: str, database: str) -> None:
+    from migration_pipeline.load import load_all
+    from migration_pipeline.source import Snapshot, take_snapshot
+
+    settings = Settings(Path(source), database)
+    with tempfile.TemporaryDirectory() as tmp, connect(settings) as conn:
+        info = take_snapshot(Path(source), Path(tmp) / "snapshot.db")
+        with Snapshot(info.path) as snap:
+            results = load_all(conn, snap, load_catalog(), "bench")
+    for name, r in results.items():
+        print(f"{name}\t{r.source_rows}\t{r.loaded_rows}\t{r.rejected_rows}\t{r.seconds:.2f}")
+
+
+def _fresh_database(server: dict, name: str) -> None:
+    with psycopg.connect(**server, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+
+def _drop(server: dict, name: str) -> None:
+    with psycopg.connect(**server, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--users", type=int, default=10_000)
+    parser.add_argument("--tweets", type=int, default=1_000_000)
+    parser.add_argument("--keep", action="store_true", help="keep the databases and files afterwards")
+    parser.add_argument("--phase", help=argparse.SUPPRESS)
+    parser.add_argument("--source", help=argparse.SUPPRESS)
+    parser.add_argument("--database", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.phase == "migrate":
+        _migrate(args.source, args.database)
+        return 0
+
+    work = ROOT / "work"
+    work.mkdir(exist_ok=True)
+    source = work / f"bench-{args.users}-{args.tweets}.db"
+    source.unlink(missing_ok=True)
+    for suffix in ("-wal", "-shm"):
+        Path(str(source) + suffix).unlink(missing_ok=True)
+    gen_s, _, _ = _child_module(
+        ["--out", str(source), "--users", str(args.users), "--tweets", str(args.tweets)]
+    )
+    print(f"generate: {args.users:,} users + {args.tweets:,} tweets in {gen_s:.1f} s")
+
+    server = local_postgres.ensure_running()
+    tag = uuid.uuid4().hex[:6]
+    migrated_db, floor_db = f"bench_migrate_{tag}", f"bench_floor_{tag}"
+    _fresh_database(server, migrated_db)
+    _fresh_database(server, floor_db)
+    try:
+        mig_s, rss, out = _child(["--phase", "migrate", "--source", str(source), "--database", migrated_db])
+        per_table = [line.split("\t") for line in out.strip().splitlines()]
+        source_rows = sum(int(r[1]) for r in per_table)
+        loaded_rows = sum(int(r[2]) for r in per_table)
+        print("table\tsource\tloaded\trejected\tseconds")
+        print(out.strip())
+
+        catalog = load_catalog()
+        csv_dir = Path(tempfile.mkdtemp(dir=work))
+        with connect(Settings(source, migrated_db)) as conn:
+            for spec in catalog.tables:
+                with open(csv_dir / f"{spec.name}.csv", "wb") as f, conn.cursor() as cur:
+                    with cur.copy(
+                        sql.SQL("COPY {} TO STDOUT (FORMAT csv)").format(sql.Identifier(spec.name))
+                    ) as cp:
+                        for chunk in cp:
+                            f.write(chunk)
+        with connect(Settings(source, floor_db)) as conn:
+            apply_schema(conn, catalog)
+        script = "\n".join(
+            f"\\copy {spec.name} FROM '{csv_dir / (spec.name + '.csv')}' WITH (FORMAT csv)"
+            for spec in catalog.tables
+        )
+        env = {**os.environ, "PGPASSWORD": server["password"]}
+        start = time.perf_counter()
+        subprocess.run(
+            [str(PSQL), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", server["host"], "-p", server["port"],
+             "-U", server["user"], "-d", floor_db],
+            input=script + "\n", text=True, check=True, env=env, stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        floor_s = time.perf_counter() - start
+        for f in csv_dir.iterdir():
+            f.unlink()
+        csv_dir.rmdir()
+
+        print()
+        print(f"migration: {source_rows:,} source rows ({loaded_rows:,} loaded) in {mig_s:.1f} s "
+              f"= {source_rows / mig_s:,.0f} rows/s, peak RSS {rss / 2**20:.0f} MB")  # fmt: skip
+        print(f"\\copy floor: {loaded_rows:,} rows in {floor_s:.1f} s = {loaded_rows / floor_s:,.0f} rows/s")
+        print(f"ratio migration / floor: {mig_s / floor_s:.2f}x")
+    finally:
+        if not args.keep:
+            _drop(server, migrated_db)
+            _drop(server, floor_db)
+            source.unlink(missing_ok=True)
+    return 0
+
+
+def _child_module(args: list[str]) -> tuple[float, int, str]:
+    start = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-m", "migration_pipeline.sample_data", *args], check=True, stdout=subprocess.DEVNULL
+    )
+    return time.perf_counter() - start, 0, ""
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

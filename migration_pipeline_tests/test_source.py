@@ -1,0 +1,57 @@
+"""The SQLite side: snapshots and streaming, on real SQLite files."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from migration_pipeline import source
+from migration_pipeline.convert import InvalidText
+from migration_pipeline.source import Snapshot, SourceError, take_snapshot
+
+
+def test_stream_survives_invalid_utf8_anywhere(tmp_path, monkeypatch):
+    monkeypatch.setattr(source, "BATCH_ROWS", 7)
+    path = tmp_path / "bad.db"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
+    db.executemany("INSERT INTO t VALUES (?, ?)", [(i, f"v{i}") for i in range(1, 51)])
+    for bad in (3, 20, 21, 50):
+        db.execute("UPDATE t SET v = CAST(? AS TEXT) WHERE id = ?", (b"\xff\xfe" + bytes([bad]), bad))
+    db.commit()
+    db.close()
+    with Snapshot(path) as snap:
+        rows = [row for batch in snap.stream("t", ["v"]) for row in batch]
+    assert [r[0] for r in rows] == list(range(1, 51))
+    for rowid, value in rows:
+        if rowid in (3, 20, 21, 50):
+            assert isinstance(value, InvalidText) and bytes(value) == b"\xff\xfe" + bytes([rowid])
+        else:
+            assert value == f"v{rowid}" and type(value) is str
+
+
+def test_snapshot_is_consistent_and_counts_tables(tmp_path):
+    path = tmp_path / "app.db"
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA journal_mode = wal")
+    db.execute("CREATE TABLE users (id TEXT PRIMARY KEY)")
+    db.executemany("INSERT INTO users VALUES (?)", [(f"u{i}",) for i in range(10)])
+    db.commit()
+    info = take_snapshot(path, tmp_path / "snap" / "s.db")
+    db.execute("INSERT INTO users VALUES ('late')")  # after the snapshot: not in it
+    db.commit()
+    assert info.tables == {"users": 10}
+    with Snapshot(info.path) as snap:
+        assert snap.count("users") == 10 and snap.columns("users") == ["id"]
+    db.close()
+
+
+def test_missing_source_is_a_clear_error(tmp_path):
+    with pytest.raises(SourceError, match="does not exist"):
+        take_snapshot(tmp_path / "nope.db", tmp_path / "s.db")
+    (tmp_path / "garbage.db").write_bytes(b"this is not a database" * 100)
+    with pytest.raises(SourceError, match="cannot read"):
+        take_snapshot(tmp_path / "garbage.db", tmp_path / "s.db")
+    with pytest.raises(SourceError, match="snapshot"):
+        Snapshot(tmp_path / "never-taken.db")
