@@ -111,12 +111,14 @@ def main() -> int:
         csv_dir = Path(tempfile.mkdtemp(dir=work))
         with connect(Settings(source, migrated_db)) as conn:
             for spec in catalog.tables:
-                with open(csv_dir / f"{spec.name}.csv", "wb") as f, conn.cursor() as cur:
-                    with cur.copy(
-                        sql.SQL("COPY {} TO STDOUT (FORMAT csv)").format(sql.Identifier(spec.name))
-                    ) as cp:
-                        for chunk in cp:
-                            f.write(chunk)
+                export = sql.SQL("COPY {} TO STDOUT (FORMAT csv)").format(sql.Identifier(spec.name))
+                with (
+                    open(csv_dir / f"{spec.name}.csv", "wb") as f,
+                    conn.cursor() as cur,
+                    cur.copy(export) as cp,
+                ):
+                    for chunk in cp:
+                        f.write(chunk)
         with connect(Settings(source, floor_db)) as conn:
             apply_schema(conn, catalog)
         script = "\n".join(

@@ -208,3 +208,26 @@ def test_unmappable_source_is_a_clear_error_and_changes_nothing(conn, catalog, s
     with Snapshot(info.path) as snap, pytest.raises(LoadError, match="nickname"):
         load_table(conn, snap, catalog, "users", "run-x")
     assert fingerprint(conn, "users") == before
+
+
+def test_bulk_path_rebuilds_indexes_and_foreign_keys_exactly(conn, catalog, sample_db, tmp_path, monkeypatch):
+    from migration_pipeline import quarantine
+
+    def structure():
+        indexes = conn.execute(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'public' ORDER BY 1"
+        ).fetchall()
+        constraints = conn.execute(
+            "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid), convalidated FROM pg_constraint"
+            " WHERE connamespace = 'public'::regnamespace ORDER BY 1, 2"
+        ).fetchall()
+        return indexes, constraints
+
+    migrate(conn, catalog, sample_db, "run-small", tmp_path)
+    before = structure(), fingerprint(conn, "tweets")
+    monkeypatch.setattr(quarantine, "BULK_ROWS", 10)
+    results = migrate(conn, catalog, sample_db, "run-bulk", tmp_path)
+    assert results["tweets"].loaded_rows > 10
+    assert (structure(), fingerprint(conn, "tweets")) == before
+    with pytest.raises(psycopg.errors.ForeignKeyViolation):
+        conn.execute("INSERT INTO tweets (id, user_id, text, created_at) VALUES ('x', 'nobody', 't', now())")
