@@ -138,7 +138,8 @@ def load_table(
     columns, defaulted = _plan_columns(snapshot, spec) if result.source_present else ((), ())
     result.defaulted_columns = defaulted
     with conn.transaction(), quarantine.Spool(columns) as spool:
-        conn.execute("SET LOCAL synchronous_commit = on")
+        # One load of a table at a time; readers are not blocked until the content is replaced.
+        conn.execute(sql.SQL("LOCK TABLE {} IN EXCLUSIVE MODE").format(sql.Identifier(table)))
         stage = quarantine.create_stage(conn, spec, columns)
         if result.source_present:
             result.source_rows = _stage_rows(conn, snapshot, spec, columns, stage, spool, progress)

@@ -198,31 +198,26 @@ def constraint_rejections(
 def _cascade_delete(
     conn, catalog: Catalog, table: str, doomed: sql.Composable, counts: dict[str, int]
 ) -> None:
-    """Delete the rows of tables referencing ``table`` rows selected by ``doomed`` (a query of their
-    referenced key values), deepest first, so the parent rows can go."""
+    """Delete the rows of tables referencing the ``table`` rows whose referenced key values ``doomed``
+    (a query) returns, deepest first, so that those ``table`` rows can then be deleted."""
     for child, fk in catalog.children(table):
-        child_cols = sql.SQL(", ").join(map(sql.Identifier, fk.columns))
-        parent_cols = sql.SQL(", ").join(map(sql.Identifier, fk.parent_columns))
-        selector = sql.SQL("({}) IN (SELECT {} FROM ({}) d)").format(child_cols, parent_cols, doomed)
-        child_keys = sql.SQL(", ").join(
-            map(
-                sql.Identifier,
-                dict.fromkeys(sum((f.parent_columns for _, f in catalog.children(child.name)), ())),
-            )
+        selector = sql.SQL("({}) IN (SELECT {} FROM ({}) d)").format(
+            sql.SQL(", ").join(map(sql.Identifier, fk.columns)),
+            sql.SQL(", ").join(map(sql.Identifier, fk.parent_columns)),
+            doomed,
         )
-        if catalog.children(child.name):
-            _cascade_delete(
-                conn,
-                catalog,
-                child.name,
-                sql.SQL("SELECT {} FROM {} WHERE {}").format(
-                    child_keys, sql.Identifier(child.name), selector
-                ),
-                counts,
+        grandchildren = catalog.children(child.name)
+        if grandchildren:
+            referenced = dict.fromkeys(c for _, gfk in grandchildren for c in gfk.parent_columns)
+            child_doomed = sql.SQL("SELECT {} FROM {} WHERE {}").format(
+                sql.SQL(", ").join(map(sql.Identifier, referenced)), sql.Identifier(child.name), selector
             )
-        cur = conn.execute(sql.SQL("DELETE FROM {} WHERE {}").format(sql.Identifier(child.name), selector))
-        if cur.rowcount:
-            counts[child.name] = counts.get(child.name, 0) + cur.rowcount
+            _cascade_delete(conn, catalog, child.name, child_doomed, counts)
+        deleted = conn.execute(
+            sql.SQL("DELETE FROM {} WHERE {}").format(sql.Identifier(child.name), selector)
+        )
+        if deleted.rowcount:
+            counts[child.name] = counts.get(child.name, 0) + deleted.rowcount
 
 
 @contextmanager

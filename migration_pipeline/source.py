@@ -32,7 +32,7 @@ class SnapshotInfo:
     path: Path
     source_path: Path
     source_size: int
-    source_sha256: str
+    snapshot_sha256: str
     tables: dict[str, int]  # row count per table in the snapshot
 
 

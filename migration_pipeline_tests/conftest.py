@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from pathlib import Path
 
 import psycopg
 import pytest
+from hypothesis import settings as hypothesis_settings
 from psycopg import sql
 
 from migration_pipeline import local_postgres
@@ -14,6 +16,11 @@ from migration_pipeline.catalog import load_catalog
 from migration_pipeline.sample_data import generate
 from migration_pipeline.settings import Settings
 from migration_pipeline.target import connect
+
+# CI replays the same examples every run (no flaky red); locally hypothesis explores new ones.
+hypothesis_settings.register_profile("ci", derandomize=True, max_examples=200, deadline=None)
+hypothesis_settings.register_profile("dev", deadline=None)
+hypothesis_settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 
 @pytest.fixture(scope="session")

@@ -92,10 +92,11 @@ def test_timestamps_round_trip_every_habit(moment):
     assert convert_timestamp(moment.isoformat().replace("+00:00", "Z")) == moment
     shifted = moment.astimezone(timezone(timedelta(hours=-7, minutes=-30)))
     assert convert_timestamp(shifted.isoformat()) == moment
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
     whole = moment.replace(microsecond=0)
-    assert convert_timestamp(int(whole.timestamp())) == whole
+    assert convert_timestamp((whole - epoch) // timedelta(seconds=1)) == whole
     millis = moment.replace(microsecond=moment.microsecond // 1000 * 1000)
-    assert convert_timestamp(int(millis.timestamp() * 1000)) == millis
+    assert convert_timestamp((millis - epoch) // timedelta(milliseconds=1)) == millis
 
 
 @pytest.mark.parametrize(

@@ -231,3 +231,59 @@ def test_bulk_path_rebuilds_indexes_and_foreign_keys_exactly(conn, catalog, samp
     assert (structure(), fingerprint(conn, "tweets")) == before
     with pytest.raises(psycopg.errors.ForeignKeyViolation):
         conn.execute("INSERT INTO tweets (id, user_id, text, created_at) VALUES ('x', 'nobody', 't', now())")
+
+
+JSON_EDGES = [
+    '{"big": 123456789012345678901234567890, "tiny": 1e-320, "neg_zero": -0.0, "exp": 1E2}',
+    '{"sum": 0.30000000000000004, "precise": 3.141592653589793238462643383279}',
+    '{"escapes": "\\u00e9\\ud83d\\ude80 \\"q\\" \\\\ \\/ \\n\\t", "raw": "ünïcödé 東京 🚀"}',
+    '[[[[[[[[[[[[[[[[[[[[{"deep": true}]]]]]]]]]]]]]]]]]]]]',
+    '  {"spaced"  :  [ 1 , 2 ] }  ',
+    '"a bare string"',
+    "null",
+    "[]",
+]
+
+
+def test_json_lands_exactly_as_parsed(conn, catalog, tmp_path):
+    source = generate(tmp_path / "json.db", users=5, tweets=0, bad_fraction=0)
+    sqlite_exec(
+        source,
+        *(
+            f"INSERT INTO tweets (id, user_id, text, created_at, metadata) VALUES "
+            f"('j{i}', 'u0', 'x', '2024-03-05 17:21:09', '{doc.replace(chr(39), chr(39) * 2)}')"
+            for i, doc in enumerate(JSON_EDGES)
+        ),
+        "INSERT INTO tweets (id, user_id, text, created_at, metadata) VALUES ('jnull', 'u0', 'x', 0, NULL)",
+    )
+    results = migrate(conn, catalog, source, "run-json", tmp_path)
+    assert results["tweets"].rejected_rows == 0
+    for i, doc in enumerate(JSON_EDGES):
+        same, kind = conn.execute(
+            "SELECT metadata = %s::jsonb, jsonb_typeof(metadata) FROM tweets WHERE id = %s", (doc, f"j{i}")
+        ).fetchone()
+        assert same, doc
+        assert kind == {"{": "object", "[": "array", '"': "string", "n": "null"}[doc.strip()[0]]
+    big = conn.execute(
+        "SELECT metadata->>'big', metadata->>'precise' FROM tweets WHERE id = 'j0' OR id = 'j1'"
+    )
+    assert ("123456789012345678901234567890", None) in big.fetchall()
+    precise = conn.execute("SELECT metadata->>'precise' FROM tweets WHERE id = 'j1'").fetchone()[0]
+    assert precise == "3.141592653589793238462643383279"  # numeric, not rounded through a float
+    assert conn.execute("SELECT metadata IS NULL FROM tweets WHERE id = 'jnull'").fetchone()[0]
+
+
+def test_source_missing_columns(conn, catalog, sample_db, tmp_path):
+    source = editable_copy(sample_db, tmp_path / "narrow.db")
+    sqlite_exec(
+        source, "ALTER TABLE tweets DROP COLUMN url", "ALTER TABLE analysis_chunks DROP COLUMN chunk_index"
+    )
+    info = take_snapshot(source, tmp_path / "narrow.snapshot.db")
+    with Snapshot(info.path) as snap:
+        load_table(conn, snap, catalog, "users", "run-n")
+        tweets = load_table(conn, snap, catalog, "tweets", "run-n")
+        assert tweets.defaulted_columns == ("url",)
+        assert tweets.loaded_rows > 0
+        assert conn.execute("SELECT count(*) FROM tweets WHERE url IS NOT NULL").fetchone()[0] == 0
+        with pytest.raises(LoadError, match="chunk_index"):
+            load_table(conn, snap, catalog, "analysis_chunks", "run-n")

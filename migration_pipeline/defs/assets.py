@@ -57,7 +57,7 @@ def source_snapshot(context: AssetExecutionContext, migration: MigrationResource
         metadata={
             "source_path": MetadataValue.path(str(info.source_path.resolve())),
             "source_bytes": info.source_size,
-            "snapshot_sha256": info.source_sha256,
+            "snapshot_sha256": info.snapshot_sha256,
             "generated_sample": generated,
             "tables": MetadataValue.json(info.tables),
             "dagster/row_count": sum(info.tables.values()),
