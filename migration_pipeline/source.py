@@ -36,10 +36,52 @@ class SnapshotInfo:
     tables: dict[str, int]  # row count per table in the snapshot
 
 
-def _read_only(path: Path) -> sqlite3.Connection:
-    if not path.is_file():
-        raise SourceError(f"SQLite source {path} does not exist or is not a file")
-    return sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+_SIDE_FILES = ("-wal", "-shm", "-journal")
+
+
+def _state(path: Path) -> tuple:
+    """What changes when anyone writes the database: the main file's size and mtime, and which of
+    its side files exist (a WAL-mode writer creates -wal, a rollback-mode writer -journal)."""
+    stat = path.stat()
+    return stat.st_size, stat.st_mtime_ns, tuple(Path(f"{path}{s}").exists() for s in _SIDE_FILES)
+
+
+def _backup(uri: str, partial: Path) -> None:
+    source = sqlite3.connect(uri, uri=True)
+    try:
+        source.execute("PRAGMA busy_timeout = 30000")
+        target = sqlite3.connect(partial)
+        try:
+            source.backup(target)  # one step: a single read transaction, a consistent copy
+            target.execute("PRAGMA journal_mode = DELETE")
+        finally:
+            target.close()
+    finally:
+        source.close()
+
+
+def _copy(path: Path, partial: Path) -> None:
+    """Copy ``path`` into ``partial`` without ever writing beside the source.
+
+    While the app has the file open in WAL mode (its -wal/-shm exist), read through SQLite's locking
+    (``mode=ro``), as any reader must. Otherwise SQLite would create -wal/-shm files for a read-only
+    WAL connection, so read with ``immutable=1`` (no locks, no side files) and accept the copy only
+    if nothing changed meanwhile: any writer in either journal mode changes the file or creates a side
+    file. A source that keeps changing is then read through ``mode=ro`` after all."""
+    base = path.resolve().as_uri()
+    for _attempt in range(3):
+        before = _state(path)
+        if any(before[2]):
+            break
+        try:
+            _backup(f"{base}?mode=ro&immutable=1", partial)
+        except sqlite3.DatabaseError:
+            if _state(path) == before:
+                raise  # a real error, not a torn read of a file being written
+            continue
+        if _state(path) == before:
+            return
+    _backup(f"{base}?mode=ro", partial)
 
 
 def file_sha256(path: Path) -> str:
@@ -51,29 +93,24 @@ def file_sha256(path: Path) -> str:
 
 
 def take_snapshot(source_path: Path, snapshot_path: Path) -> SnapshotInfo:
-    """Copy the live source into ``snapshot_path`` (replaced atomically) in one read transaction."""
+    """Copy the live source into ``snapshot_path`` (replaced atomically) in one read transaction,
+    never writing the source or creating files beside it (see :func:`_copy`)."""
     snapshot_path.parent.mkdir(parents=True, exist_ok=True)
     partial = snapshot_path.with_name(snapshot_path.name + f".{os.getpid()}.partial")
     partial.unlink(missing_ok=True)
-    source = _read_only(Path(source_path))
+    source_path = Path(source_path)
+    if not source_path.is_file():
+        raise SourceError(f"SQLite source {source_path} does not exist or is not a file")
     try:
-        source.execute("PRAGMA busy_timeout = 30000")
-        target = sqlite3.connect(partial)
-        try:
-            source.backup(target)  # one step: a single read transaction, a consistent copy
-            target.execute("PRAGMA journal_mode = DELETE")
-        finally:
-            target.close()
+        _copy(source_path, partial)
     except sqlite3.DatabaseError as err:
         partial.unlink(missing_ok=True)
         raise SourceError(f"cannot read SQLite source {source_path}: {err}") from err
-    finally:
-        source.close()
     os.replace(partial, snapshot_path)
     with Snapshot(snapshot_path) as snap:
         counts = {name: snap.count(name) for name in snap.table_names()}
-    stat = Path(source_path).stat()
-    return SnapshotInfo(snapshot_path, Path(source_path), stat.st_size, file_sha256(snapshot_path), counts)
+    stat = source_path.stat()
+    return SnapshotInfo(snapshot_path, source_path, stat.st_size, file_sha256(snapshot_path), counts)
 
 
 class Snapshot:

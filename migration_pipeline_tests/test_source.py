@@ -55,3 +55,54 @@ def test_missing_source_is_a_clear_error(tmp_path):
         take_snapshot(tmp_path / "garbage.db", tmp_path / "s.db")
     with pytest.raises(SourceError, match="snapshot"):
         Snapshot(tmp_path / "never-taken.db")
+
+
+def _app_db(path, journal_mode):
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute(f"PRAGMA journal_mode = {journal_mode}")
+    db.execute("CREATE TABLE log (id INTEGER PRIMARY KEY AUTOINCREMENT, batch INTEGER, payload TEXT)")
+    db.close()
+
+
+@pytest.mark.parametrize("journal_mode", ["wal", "delete"])
+def test_snapshot_writes_nothing_beside_an_idle_source(tmp_path, journal_mode):
+    path = tmp_path / "idle.db"
+    _app_db(path, journal_mode)
+    before = path.read_bytes()
+    take_snapshot(path, tmp_path / "snap" / "s.db")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["idle.db", "snap"]
+    assert path.read_bytes() == before
+
+
+@pytest.mark.parametrize("journal_mode", ["wal", "delete"])
+def test_snapshots_taken_while_the_app_commits_are_consistent(tmp_path, journal_mode):
+    import threading
+
+    path = tmp_path / "busy.db"
+    _app_db(path, journal_mode)
+    stop = threading.Event()
+
+    def app():
+        db = sqlite3.connect(path, isolation_level=None, timeout=30)
+        batch = 0
+        while not stop.is_set():
+            db.execute("BEGIN IMMEDIATE")
+            db.executemany(
+                "INSERT INTO log (batch, payload) VALUES (?, ?)", [(batch, "x" * 200) for _ in range(100)]
+            )
+            db.execute("COMMIT")
+            batch += 1
+        db.close()
+
+    writer = threading.Thread(target=app)
+    writer.start()
+    try:
+        for i in range(8):
+            info = take_snapshot(path, tmp_path / "snap" / f"{i}.db")
+            with sqlite3.connect(info.path) as snap:
+                assert snap.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+                count, batches = snap.execute("SELECT count(*), count(DISTINCT batch) FROM log").fetchone()
+            assert count == 100 * batches  # whole transactions only
+    finally:
+        stop.set()
+        writer.join()
