@@ -36,20 +36,21 @@ def migrated(conn, catalog, sample_db, tmp_path):
     return migrate(conn, catalog, sample_db, "run-1", tmp_path)
 
 
-def test_every_source_row_loaded_exactly_or_quarantined(conn, catalog, sample_db, migrated, tmp_path):
-    snapshot = tmp_path / "run-1.snapshot.db"
+def assert_every_row_loaded_exactly_or_quarantined(conn, catalog, snapshot, results, run_id):
     for spec in catalog.tables:
-        result = migrated[spec.name]
+        result = results[spec.name]
         rows, columns = source_rows(snapshot, spec.name)
         assert result.source_rows == len(rows) == result.loaded_rows + result.rejected_rows, spec.name
         loaded = target_rows(conn, spec, columns)
         assert len(loaded) == result.loaded_rows
-        quarantined = conn.execute(
-            "SELECT source_key, count(*) FROM migration_audit.rejected_rows WHERE run_id = 'run-1' "
-            "AND table_name = %s GROUP BY 1",
-            (spec.name,),
-        ).fetchall()
-        assert sum(n for _, n in quarantined) == result.rejected_rows
+        quarantined = dict(
+            conn.execute(
+                "SELECT source_key, count(*) FROM migration_audit.rejected_rows WHERE run_id = %s "
+                "AND table_name = %s GROUP BY 1",
+                (run_id, spec.name),
+            ).fetchall()
+        )
+        assert sum(quarantined.values()) == result.rejected_rows
         pk_idx = [columns.index(c) for c in spec.primary_key]
         loaded_keys = set(loaded)
         for row in rows:
@@ -60,10 +61,27 @@ def test_every_source_row_loaded_exactly_or_quarantined(conn, catalog, sample_db
         assert not loaded_keys, f"{spec.name}: loaded rows that equal no source row: {list(loaded_keys)[:3]}"
         load = conn.execute(
             "SELECT source_rows, loaded_rows, rejected_rows FROM migration_audit.table_loads "
-            "WHERE run_id = 'run-1' AND table_name = %s",
-            (spec.name,),
+            "WHERE run_id = %s AND table_name = %s",
+            (run_id, spec.name),
         ).fetchone()
         assert load == (result.source_rows, result.loaded_rows, result.rejected_rows)
+
+
+def test_every_source_row_loaded_exactly_or_quarantined(conn, catalog, migrated, tmp_path):
+    assert_every_row_loaded_exactly_or_quarantined(
+        conn, catalog, tmp_path / "run-1.snapshot.db", migrated, "run-1"
+    )
+
+
+def test_a_database_full_of_bad_rows_loses_nothing(conn, catalog, tmp_path):
+    source = generate(
+        tmp_path / "awful.db", users=200, tweets=2_000, bad_fraction=0.5, with_queue=True, seed=3
+    )
+    results = migrate(conn, catalog, source, "run-awful", tmp_path)
+    assert results["tweets"].rejected_rows > results["tweets"].source_rows / 2
+    assert_every_row_loaded_exactly_or_quarantined(
+        conn, catalog, tmp_path / "run-awful.snapshot.db", results, "run-awful"
+    )
 
 
 def test_every_quarantine_reason_is_recorded(migrated):
