@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 import psycopg
 from psycopg import sql
 
-from . import audit, quarantine
+from . import audit, content, quarantine
 from .audit import Rejection
 from .catalog import Catalog, TableSpec
 from .convert import Rejected, converter_for
@@ -46,6 +46,7 @@ class LoadResult:
     rejected_by_reason: dict[str, int] = field(default_factory=dict)
     defaulted_columns: tuple[str, ...] = ()  # target columns absent from the source: filled by defaults
     cascaded_deletes: dict[str, int] = field(default_factory=dict)
+    checksum: str | None = None  # content.Checksum of the loaded rows, computed before they entered the table
     started_at: datetime | None = None
     finished_at: datetime | None = None
 
@@ -68,8 +69,9 @@ def _source_key(spec: TableSpec, columns: tuple[str, ...], row: tuple) -> str:
     return ",".join(v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in values)
 
 
-def _plan_columns(snapshot: Snapshot, spec: TableSpec) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(columns read from the source, target columns left to their defaults)."""
+def plan_columns(snapshot: Snapshot, spec: TableSpec) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(columns read from the source, target columns left to their defaults); LoadError when the source
+    has columns the schema lacks or lacks a NOT NULL column without default."""
     present = snapshot.columns(spec.name)
     extra = [c for c in present if c not in spec.column_names]
     if extra:
@@ -84,7 +86,7 @@ def _plan_columns(snapshot: Snapshot, spec: TableSpec) -> tuple[tuple[str, ...],
     return tuple(c for c in spec.column_names if c in present), tuple(c.name for c in missing)
 
 
-def _stage_rows(
+def stage_rows(
     conn: psycopg.Connection,
     snapshot: Snapshot,
     spec: TableSpec,
@@ -135,17 +137,18 @@ def load_table(
     result = LoadResult(table=table, run_id=run_id, source_present=snapshot.has_table(table))
     result.started_at = datetime.now(UTC)
     apply_schema(conn, catalog)
-    columns, defaulted = _plan_columns(snapshot, spec) if result.source_present else ((), ())
+    columns, defaulted = plan_columns(snapshot, spec) if result.source_present else ((), ())
     result.defaulted_columns = defaulted
     with conn.transaction(), quarantine.Spool(columns) as spool:
         # One load of a table at a time; readers are not blocked until the content is replaced.
         conn.execute(sql.SQL("LOCK TABLE {} IN EXCLUSIVE MODE").format(sql.Identifier(table)))
         stage = quarantine.create_stage(conn, spec, columns)
         if result.source_present:
-            result.source_rows = _stage_rows(conn, snapshot, spec, columns, stage, spool, progress)
+            result.source_rows = stage_rows(conn, snapshot, spec, columns, stage, spool, progress)
         quarantine.constraint_rejections(
             conn, catalog, spec, columns, stage, spool, snapshot, lambda row: _source_key(spec, columns, row)
         )
+        result.checksum = str(content.checksum(conn, stage, columns))  # the loaded source rows, converted
         result.loaded_rows, result.cascaded_deletes = quarantine.replace_content(
             conn, catalog, spec, columns, stage
         )
@@ -172,7 +175,7 @@ def load_table(
             source_rows=result.source_rows,
             loaded_rows=result.loaded_rows,
             rejected_rows=result.rejected_rows,
-            checksum=None,
+            checksum=result.checksum,
             started_at=result.started_at,
             finished_at=result.finished_at,
         )

@@ -2,7 +2,9 @@
 
 In:  a connection to the target and a table name.
 Out: :func:`conservation` returns the latest ``table_loads`` numbers of the table, the rows quarantined
-     by that load as found in ``rejected_rows``, the rows in the table now, and whether they agree.
+     by that load as found in ``rejected_rows``, the rows in the table now, and whether they agree;
+     :func:`orphans` counts rows referencing no parent, per foreign key; :func:`quarantined_by_reason`
+     summarises the latest load's quarantine.
 Fails: psycopg errors propagate.
 """
 
@@ -14,6 +16,7 @@ import psycopg
 from psycopg import sql
 
 from . import audit
+from .catalog import Catalog
 
 
 @dataclass(frozen=True)
@@ -68,3 +71,50 @@ def conservation(conn: psycopg.Connection, table: str) -> Conservation:
         quarantined_in_audit=in_audit,
         rows_in_table=rows,
     )
+
+
+def orphans(conn: psycopg.Connection, catalog: Catalog, table: str, limit: int = 5) -> dict[str, dict]:
+    """For every foreign key of ``table``: how many rows reference no parent row, counted by query (so a
+    dropped or disabled constraint cannot hide them), and the first few of their keys."""
+    spec = catalog.table(table)
+    found = {}
+    for fk in spec.foreign_keys:
+        child = sql.SQL(", ").join(sql.SQL("c.{}").format(sql.Identifier(c)) for c in fk.columns)
+        parent = sql.SQL(", ").join(sql.SQL("p.{}").format(sql.Identifier(c)) for c in fk.parent_columns)
+        not_null = sql.SQL(" AND ").join(
+            sql.SQL("c.{} IS NOT NULL").format(sql.Identifier(c)) for c in fk.columns
+        )
+        key = sql.SQL("concat_ws(',', {})").format(
+            sql.SQL(", ").join(sql.SQL("c.{}::text").format(sql.Identifier(c)) for c in spec.primary_key)
+        )
+        rows = conn.execute(
+            sql.SQL(
+                "SELECT {key}, count(*) OVER () FROM {child_t} c WHERE {not_null} AND NOT EXISTS"
+                " (SELECT 1 FROM {parent_t} p WHERE ({parent}) = ({child})) ORDER BY 1 LIMIT %s"
+            ).format(
+                key=key,
+                child_t=sql.Identifier(table),
+                not_null=not_null,
+                parent_t=sql.Identifier(fk.parent),
+                parent=parent,
+                child=child,
+            ),
+            (limit,),
+        ).fetchall()
+        label = f"{','.join(fk.columns)} -> {fk.parent}({','.join(fk.parent_columns)})"
+        found[label] = {"orphans": rows[0][1] if rows else 0, "first_keys": [r[0] for r in rows]}
+    return found
+
+
+def quarantined_by_reason(conn: psycopg.Connection, table: str) -> dict[str, int]:
+    """Rows quarantined from ``table`` by its latest load, counted by column and reason."""
+    rows = conn.execute(
+        """
+        SELECT coalesce(column_name, '-') || ': ' || reason, count(*) FROM migration_audit.rejected_rows
+        WHERE table_name = %s AND run_id = (SELECT run_id FROM migration_audit.table_loads
+                                            WHERE table_name = %s ORDER BY finished_at DESC LIMIT 1)
+        GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 50
+        """,
+        (table, table),
+    ).fetchall()
+    return dict(rows)

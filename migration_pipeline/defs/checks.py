@@ -1,43 +1,65 @@
-"""Asset checks, one factory over the table specs."""
+"""Asset checks: one multi-check per table (one step), its checks built from proof.CHECKS."""
 
 from dagster import (
     AssetCheckExecutionContext,
     AssetCheckResult,
     AssetChecksDefinition,
+    AssetCheckSeverity,
+    AssetCheckSpec,
     MetadataValue,
-    asset_check,
+    multi_asset_check,
 )
 
+from .. import proof
 from ..catalog import TableSpec, load_catalog
-from ..verify import conservation
 from .assets import target_key
 from .resources import MigrationResource
 
 
-def conservation_check(spec: TableSpec) -> AssetChecksDefinition:
-    @asset_check(
-        asset=target_key(spec.name),
-        name="rows_conserved",
-        blocking=True,
-        description=(
-            "Every source row is accounted for: source rows = loaded + quarantined (as recorded by the last "
-            "load and found in migration_audit.rejected_rows), and the table holds exactly the loaded rows."
-        ),
-    )
-    def _check(context: AssetCheckExecutionContext, migration: MigrationResource) -> AssetCheckResult:
-        with migration.connection() as conn:
-            found = conservation(conn, spec.name)
-        problems = found.problems
-        for problem in problems:
-            context.log.error(f"{spec.name}: {problem}")
-        metadata = {k: v for k, v in found.as_metadata().items() if v is not None}
-        metadata["problems"] = MetadataValue.json(problems)
-        return AssetCheckResult(
-            passed=not problems, metadata=metadata, description="; ".join(problems) or None
-        )
+def _metadata(outcome: proof.Outcome) -> dict:
+    flat = {}
+    for key, value in outcome.metadata.items():
+        if value is None:
+            continue
+        flat[key] = value if isinstance(value, int | float | str | bool) else MetadataValue.json(value)
+    flat["problems"] = MetadataValue.json(list(outcome.problems))
+    return flat
 
-    return _check
+
+def table_checks(spec: TableSpec) -> AssetChecksDefinition:
+    key = target_key(spec.name)
+    definitions = {c.name: c for c in proof.CHECKS}
+
+    @multi_asset_check(
+        specs=[
+            AssetCheckSpec(c.name, asset=key, blocking=c.blocking, description=c.description)
+            for c in proof.CHECKS
+        ],
+        name=f"{spec.name}_checks",
+        can_subset=True,
+    )
+    def _checks(context: AssetCheckExecutionContext, migration: MigrationResource):
+        selected = {k.name for k in context.selected_asset_check_keys}
+        with migration.connection() as conn:
+            outcomes = proof.run(conn, load_catalog(), spec.name, migration.snapshot_path, selected)
+        for outcome in outcomes:
+            for problem in outcome.problems:
+                (context.log.error if definitions[outcome.name].blocking else context.log.warning)(
+                    f"{spec.name}.{outcome.name}: {problem}"
+                )
+            yield AssetCheckResult(
+                asset_key=key,
+                check_name=outcome.name,
+                passed=outcome.passed,
+                severity=AssetCheckSeverity.ERROR
+                if definitions[outcome.name].blocking
+                else AssetCheckSeverity.WARN,
+                metadata=_metadata(outcome),
+                description=outcome.description,
+            )
+
+    return _checks
 
 
 def target_checks() -> list[AssetChecksDefinition]:
-    return [conservation_check(spec) for spec in load_catalog().tables]
+    return [table_checks(spec) for spec in load_catalog().tables]

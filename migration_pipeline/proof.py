@@ -1,0 +1,175 @@
+"""The proof that a table was migrated correctly: every check, as data, and how to run it.
+
+In:  a connection to the target, the catalog, a table name and (for the checks that compare against
+     the source) the snapshot the table was loaded from.
+Out: :data:`CHECKS` (name, description, blocking) and :func:`run` -> one :class:`Outcome` per check, each
+     carrying the numbers it compared so that a failure explains itself. Knows nothing of Dagster.
+Fails: psycopg errors propagate; a check that cannot be evaluated (no load recorded, no snapshot)
+     fails with that explanation rather than passing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+
+from . import audit, conformance, content, verify
+from .catalog import Catalog
+from .source import Snapshot
+
+
+@dataclass(frozen=True)
+class Outcome:
+    name: str
+    passed: bool
+    metadata: dict = field(default_factory=dict)
+    problems: tuple[str, ...] = ()
+
+    @property
+    def description(self) -> str | None:
+        return "; ".join(self.problems) or None
+
+
+@dataclass(frozen=True)
+class CheckDef:
+    name: str
+    description: str
+    blocking: bool
+    run: Callable[[psycopg.Connection, Catalog, str, Path | None], Outcome]
+
+
+def _rows_conserved(conn, catalog, table, snapshot_path) -> Outcome:
+    found = verify.conservation(conn, table)
+    return Outcome("rows_conserved", not found.problems, found.as_metadata(), tuple(found.problems))
+
+
+def _referential_integrity(conn, catalog, table, snapshot_path) -> Outcome:
+    found = verify.orphans(conn, catalog, table)
+    problems = tuple(
+        f"{fk}: {n['orphans']} orphan rows, e.g. {n['first_keys']}" for fk, n in found.items() if n["orphans"]
+    )
+    return Outcome("referential_integrity", not problems, {"foreign_keys": found}, problems)
+
+
+def _content_parity(conn, catalog, table, snapshot_path) -> Outcome:
+    load = audit.latest_load(conn, table)
+    if not load or not load.get("checksum"):
+        return Outcome("content_parity", False, {}, (f"no checksum recorded for a load of {table}",))
+    expected = content.Checksum.parse(load["checksum"])
+    actual = content.table_checksum(conn, table, expected.columns)
+    metadata = {
+        "run_id": load["run_id"],
+        "source_rows_checksum": str(expected),
+        "target_checksum": str(actual),
+        "source_rows": expected.rows,
+        "target_rows": actual.rows,
+    }
+    if (actual.rows, actual.total) == (expected.rows, expected.total):
+        return Outcome("content_parity", True, metadata)
+    problems = [
+        f"target checksum {actual.rows}/{actual.total} != loaded source rows {expected.rows}/{expected.total}"
+    ]
+    if snapshot_path is not None and snapshot_path.is_file():
+        with Snapshot(snapshot_path) as snap:
+            diff = content.content_diff(conn, snap, catalog, catalog.table(table), load["run_id"])
+        metadata["first_differences"] = diff
+        problems += [
+            f"{d['key']}: {d['difference']} {', '.join(d['columns'] or [])}".strip() for d in diff[:3]
+        ]
+    return Outcome("content_parity", False, metadata, tuple(problems))
+
+
+def _jsonb_fidelity(conn, catalog, table, snapshot_path) -> Outcome:
+    spec = catalog.table(table)
+    if not any(c.kind == "jsonb" for c in spec.columns):
+        return Outcome("jsonb_fidelity", True, {"columns": []})
+    if snapshot_path is None or not snapshot_path.is_file():
+        return Outcome("jsonb_fidelity", False, {}, ("no source snapshot to compare JSON values with",))
+    load = audit.latest_load(conn, table) or {}
+    with Snapshot(snapshot_path) as snap:
+        found = content.json_fidelity(conn, snap, spec, load.get("run_id"))
+    problems = tuple(
+        f"{m['key']}.{m['column']}: " + ("value differs" if m["value_differs"] else "jsonb_typeof differs")
+        for m in found["mismatches"]
+    )
+    return Outcome("jsonb_fidelity", not problems, found, problems)
+
+
+def _schema_conforms(conn, catalog, table, snapshot_path) -> Outcome:
+    problems, compared = conformance.schema_problems(conn, catalog, table)
+    seq_problems, sequences = conformance.sequence_problems(conn, catalog.table(table))
+    metadata = {"compared": compared, "sequences": sequences}
+    return Outcome(
+        "schema_conforms", not (problems or seq_problems), metadata, tuple(problems + seq_problems)
+    )
+
+
+def _quarantine(conn, catalog, table, snapshot_path) -> Outcome:
+    by_reason = verify.quarantined_by_reason(conn, table)
+    total = sum(by_reason.values())
+    return Outcome(
+        "quarantine",
+        total == 0,
+        {"quarantined_rows_listed": total, "by_reason": by_reason},
+        (f"{total} rows quarantined (first 50 reasons listed)",) if total else (),
+    )
+
+
+CHECKS: tuple[CheckDef, ...] = (
+    CheckDef(
+        "rows_conserved",
+        "Every source row is accounted for: source rows = loaded + quarantined (as recorded by the last load "
+        "and found in migration_audit.rejected_rows), and the table holds exactly the loaded rows.",
+        True,
+        _rows_conserved,
+    ),
+    CheckDef(
+        "referential_integrity",
+        "No row references a missing parent, counted by query for every foreign key of schema/ (so a dropped "
+        "or disabled constraint cannot hide an orphan).",
+        True,
+        _referential_integrity,
+    ),
+    CheckDef(
+        "content_parity",
+        "An order-independent checksum of every loaded row, computed over the converted source rows during "
+        "the load, equals the same checksum over the stored rows now; on mismatch the first differing keys "
+        "and columns are named (compared against the snapshot).",
+        True,
+        _content_parity,
+    ),
+    CheckDef(
+        "jsonb_fidelity",
+        "Every jsonb value equals the source JSON text it came from (same structure, numbers, unicode) and has "
+        "the jsonb_typeof of Python's strict parse of that text.",
+        True,
+        _jsonb_fidelity,
+    ),
+    CheckDef(
+        "schema_conforms",
+        "Columns, types, NOT NULL, defaults, constraints and indexes match what schema/ creates (applied to a "
+        "scratch schema and compared through PostgreSQL's catalog), and every SERIAL sequence is past its max.",
+        True,
+        _schema_conforms,
+    ),
+    CheckDef(
+        "quarantine",
+        "Warning, not blocking: the rows the last load quarantined, counted by column and reason.",
+        False,
+        _quarantine,
+    ),
+)
+
+
+def run(
+    conn: psycopg.Connection,
+    catalog: Catalog,
+    table: str,
+    snapshot_path: Path | None,
+    names: set[str] | None = None,
+) -> list[Outcome]:
+    """Run the checks (all, or those in ``names``) of ``table``."""
+    return [c.run(conn, catalog, table, snapshot_path) for c in CHECKS if names is None or c.name in names]

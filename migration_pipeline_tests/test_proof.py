@@ -1,0 +1,139 @@
+"""The checks pass on a clean migration and fail, for the right reason, on each deliberate break."""
+
+from __future__ import annotations
+
+import pytest
+
+from migration_pipeline import proof
+
+from .helpers import migrate
+
+
+@pytest.fixture
+def proven(conn, catalog, sample_db, tmp_path):
+    migrate(conn, catalog, sample_db, "run-1", tmp_path)
+    return tmp_path / "run-1.snapshot.db"
+
+
+def outcomes(conn, catalog, table, snapshot):
+    return {o.name: o for o in proof.run(conn, catalog, table, snapshot)}
+
+
+def test_clean_migration_passes_every_blocking_check(conn, catalog, proven):
+    for table in catalog.names:
+        found = outcomes(conn, catalog, table, proven)
+        assert set(found) == {c.name for c in proof.CHECKS}
+        for check in proof.CHECKS:
+            if check.blocking:
+                assert found[check.name].passed, (table, check.name, found[check.name].problems)
+    tweets = outcomes(conn, catalog, "tweets", proven)
+    assert not tweets["quarantine"].passed  # a warning: the sample has quarantined tweets
+    assert tweets["quarantine"].metadata["quarantined_rows_listed"] > 0
+    assert tweets["jsonb_fidelity"].metadata["compared"] > 2_000
+    assert (
+        tweets["content_parity"].metadata["source_rows"] == tweets["rows_conserved"].metadata["loaded_rows"]
+    )
+
+
+def _first_tweet(conn) -> str:
+    return conn.execute("SELECT min(id) FROM tweets WHERE metadata ? 'likes'").fetchone()[0]
+
+
+def test_deleted_row(conn, catalog, proven):
+    victim = _first_tweet(conn)
+    conn.execute("DELETE FROM tweets WHERE id = %s", (victim,))
+    found = outcomes(conn, catalog, "tweets", proven)
+    assert not found["rows_conserved"].passed and "the table holds" in found["rows_conserved"].description
+    parity = found["content_parity"]
+    assert not parity.passed
+    assert parity.metadata["first_differences"][0] == {
+        "key": victim,
+        "difference": "missing from target",
+        "columns": [],
+    }
+
+
+def test_changed_json_value(conn, catalog, proven):
+    victim = _first_tweet(conn)
+    conn.execute("UPDATE tweets SET metadata = jsonb_set(metadata, '{likes}', '-1') WHERE id = %s", (victim,))
+    found = outcomes(conn, catalog, "tweets", proven)
+    assert found["rows_conserved"].passed
+    assert found["content_parity"].metadata["first_differences"] == [
+        {"key": victim, "difference": "changed", "columns": ["metadata"]}
+    ]
+    fidelity = found["jsonb_fidelity"]
+    assert not fidelity.passed and fidelity.metadata["mismatched"] == 1
+    assert fidelity.metadata["mismatches"][0]["key"] == victim
+
+
+def test_json_type_change_is_named(conn, catalog, proven):
+    victim = _first_tweet(conn)
+    conn.execute("UPDATE tweets SET metadata = to_jsonb(metadata::text) WHERE id = %s", (victim,))
+    fidelity = outcomes(conn, catalog, "tweets", proven)["jsonb_fidelity"]
+    assert fidelity.metadata["mismatches"][0] == {
+        "key": victim, "column": "metadata", "value_differs": True, "type_differs": True,
+    }  # fmt: skip
+
+
+def test_timestamp_shifted_by_one_second(conn, catalog, proven):
+    victim = _first_tweet(conn)
+    conn.execute("UPDATE tweets SET created_at = created_at + interval '1 second' WHERE id = %s", (victim,))
+    parity = outcomes(conn, catalog, "tweets", proven)["content_parity"]
+    assert not parity.passed
+    assert parity.metadata["first_differences"] == [
+        {"key": victim, "difference": "changed", "columns": ["created_at"]}
+    ]
+    assert "created_at" in parity.description
+
+
+def test_dropped_index(conn, catalog, proven):
+    conn.execute("DROP INDEX idx_tweets_text")
+    conforms = outcomes(conn, catalog, "tweets", proven)["schema_conforms"]
+    assert not conforms.passed
+    assert conforms.problems == ("missing index idx_tweets_text: "
+                                 "CREATE INDEX idx_tweets_text ON tweets USING gin (to_tsvector('english'::regconfig, text))",)  # fmt: skip
+
+
+def test_dropped_foreign_key_and_an_orphan(conn, catalog, proven):
+    conn.execute("ALTER TABLE tweets DROP CONSTRAINT tweets_user_id_fkey")
+    conn.execute(
+        "INSERT INTO tweets (id, user_id, text, created_at) VALUES ('orphan-1', 'nobody', 'x', now())"
+    )
+    found = outcomes(conn, catalog, "tweets", proven)
+    integrity = found["referential_integrity"]
+    assert not integrity.passed
+    assert integrity.metadata["foreign_keys"]["user_id -> users(id)"] == {
+        "orphans": 1,
+        "first_keys": ["orphan-1"],
+    }
+    assert "missing constraint tweets_user_id_fkey" in found["schema_conforms"].description
+    assert not found["rows_conserved"].passed and not found["content_parity"].passed
+    assert (
+        found["content_parity"].metadata["first_differences"][0]["difference"] == "in target, not in source"
+    )
+
+
+def test_reset_sequence(conn, catalog, proven):
+    conn.execute("SELECT setval(pg_get_serial_sequence('referral_usage_log', 'id'), 1)")
+    conforms = outcomes(conn, catalog, "referral_usage_log", proven)["schema_conforms"]
+    assert not conforms.passed
+    assert "would hand out 2, but id already reaches" in conforms.description
+
+
+def test_changed_column_type_and_default(conn, catalog, proven):
+    conn.execute("ALTER TABLE users ALTER COLUMN profile_picture_url TYPE varchar(500)")
+    conn.execute("ALTER TABLE funnel_progress ALTER COLUMN current_command_index SET DEFAULT 1")
+    assert (
+        "column profile_picture_url is"
+        in outcomes(conn, catalog, "users", proven)["schema_conforms"].description
+    )
+    assert "DEFAULT 1" in outcomes(conn, catalog, "funnel_progress", proven)["schema_conforms"].description
+
+
+def test_no_load_recorded_fails_with_an_explanation(conn, catalog, tmp_path):
+    from migration_pipeline.target import apply_schema
+
+    apply_schema(conn, catalog)
+    found = outcomes(conn, catalog, "users", None)
+    assert not found["rows_conserved"].passed and "no load of users" in found["rows_conserved"].description
+    assert not found["content_parity"].passed and not found["jsonb_fidelity"].passed
