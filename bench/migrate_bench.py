@@ -46,17 +46,59 @@ def _child(args: list[str]) -> tuple[float, int, str]:
     return seconds, usage.ru_maxrss * 1024, out
 
 
-def _migrate(source: str, database: str) -> None:
+def _migrate(source: str, database: str, snapshot: str) -> None:
     from migration_pipeline.load import load_all
     from migration_pipeline.source import Snapshot, take_snapshot
 
     settings = Settings(Path(source), database)
-    with tempfile.TemporaryDirectory() as tmp, connect(settings) as conn:
-        info = take_snapshot(Path(source), Path(tmp) / "snapshot.db")
+    with connect(settings) as conn:
+        info = take_snapshot(Path(source), Path(snapshot))
         with Snapshot(info.path) as snap:
             results = load_all(conn, snap, load_catalog(), "bench")
     for name, r in results.items():
         print(f"{name}\t{r.source_rows}\t{r.loaded_rows}\t{r.rejected_rows}\t{r.seconds:.2f}")
+
+
+def _check(database: str, snapshot: str, table: str, group: str) -> None:
+    """Time the checks of one group of one table (what one Dagster check step runs)."""
+    from migration_pipeline import proof
+
+    catalog = load_catalog()
+    with connect(Settings(Path("unused"), database)) as conn:
+        for check in proof.groups(catalog, table)[group]:
+            start = time.perf_counter()
+            outcome = check.run(conn, catalog, table, Path(snapshot))
+            print(f"{check.name}\t{time.perf_counter() - start:.2f}\t{outcome.passed}")
+
+
+def _parallel_checks(database: str, snapshot: Path, table: str) -> tuple[float, str]:
+    """Run each check group of ``table`` in its own process at once, as Dagster's executor does."""
+    from migration_pipeline import proof
+
+    start = time.perf_counter()
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                __file__,
+                "--phase",
+                "check",
+                "--database",
+                database,
+                "--snapshot",
+                str(snapshot),
+                "--group",
+                group,
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for group in proof.groups(load_catalog(), table)
+    ]
+    outputs = [p.communicate()[0] for p in procs]
+    if any(p.returncode for p in procs):
+        raise SystemExit("a check process failed")
+    return time.perf_counter() - start, "".join(outputs)
 
 
 def _fresh_database(server: dict, name: str) -> None:
@@ -78,9 +120,14 @@ def main() -> int:
     parser.add_argument("--phase", help=argparse.SUPPRESS)
     parser.add_argument("--source", help=argparse.SUPPRESS)
     parser.add_argument("--database", help=argparse.SUPPRESS)
+    parser.add_argument("--snapshot", help=argparse.SUPPRESS)
+    parser.add_argument("--group", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.phase == "migrate":
-        _migrate(args.source, args.database)
+        _migrate(args.source, args.database, args.snapshot)
+        return 0
+    if args.phase == "check":
+        _check(args.database, args.snapshot, "tweets", args.group)
         return 0
 
     work = ROOT / "work"
@@ -100,12 +147,28 @@ def main() -> int:
     _fresh_database(server, migrated_db)
     _fresh_database(server, floor_db)
     try:
-        mig_s, rss, out = _child(["--phase", "migrate", "--source", str(source), "--database", migrated_db])
+        snapshot = work / f"{migrated_db}.snapshot.db"
+        mig_s, rss, out = _child(
+            [
+                "--phase",
+                "migrate",
+                "--source",
+                str(source),
+                "--database",
+                migrated_db,
+                "--snapshot",
+                str(snapshot),
+            ]
+        )
         per_table = [line.split("\t") for line in out.strip().splitlines()]
         source_rows = sum(int(r[1]) for r in per_table)
         loaded_rows = sum(int(r[2]) for r in per_table)
         print("table\tsource\tloaded\trejected\tseconds")
         print(out.strip())
+        tweets_load_s = float(next(r[4] for r in per_table if r[0] == "tweets"))
+        checks_total, check_out = _parallel_checks(migrated_db, snapshot, "tweets")
+        print("\ncheck (tweets, groups in parallel)\tseconds\tpassed")
+        print(check_out.strip())
 
         catalog = load_catalog()
         csv_dir = Path(tempfile.mkdtemp(dir=work))
@@ -142,11 +205,15 @@ def main() -> int:
               f"= {source_rows / mig_s:,.0f} rows/s, peak RSS {rss / 2**20:.0f} MB")  # fmt: skip
         print(f"\\copy floor: {loaded_rows:,} rows in {floor_s:.1f} s = {loaded_rows / floor_s:,.0f} rows/s")
         print(f"ratio migration / floor: {mig_s / floor_s:.2f}x")
+        print(f"checks of tweets (wall, processes included): {checks_total:.1f} s = "
+              f"{100 * checks_total / tweets_load_s:.0f}% of its {tweets_load_s:.1f} s load")  # fmt: skip
     finally:
         if not args.keep:
             _drop(server, migrated_db)
             _drop(server, floor_db)
-            source.unlink(missing_ok=True)
+            for leftover in (source, Path(f"{source}-wal"), Path(f"{source}-shm")):
+                leftover.unlink(missing_ok=True)
+            (work / f"{migrated_db}.snapshot.db").unlink(missing_ok=True)
     return 0
 
 

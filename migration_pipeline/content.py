@@ -12,15 +12,15 @@ Fails: psycopg errors propagate. Row text is rendered with fixed TimeZone/DateSt
 
 from __future__ import annotations
 
+import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import orjson
 import psycopg
 from psycopg import sql
 
 from .catalog import Catalog, TableSpec
-from .convert import Rejected, convert_json
 from .source import Snapshot
 
 VERSION = "rowmd5-v1"
@@ -146,14 +146,36 @@ def content_diff(
     return [{"key": key, "difference": what, "columns": cols} for key, what, cols in rows]
 
 
-_TYPEOF = {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}
+_UNLOADABLE = object()
+
+
+def _json_text(value: object) -> object:
+    """A source JSON value as the text the load stored (see convert.convert_json), or _UNLOADABLE
+    for values whose row the load must have quarantined (BLOBs, invalid UTF-8, non-finite numbers)."""
+    if value is None or type(value) is str:
+        return value
+    if type(value) is int:
+        return str(value)
+    if type(value) is float and math.isfinite(value):
+        return repr(value)
+    return _UNLOADABLE
+
+
+def _sql_json_type(text: sql.Composable) -> sql.Composable:
+    """The JSON type of valid JSON text, from its first non-blank character (RFC 8259's grammar)."""
+    return sql.SQL(
+        "CASE WHEN {t} IS NULL THEN NULL ELSE CASE left(ltrim({t}, E' \\t\\n\\r'), 1) WHEN '{{' THEN 'object'"
+        " WHEN '[' THEN 'array' WHEN '\"' THEN 'string' WHEN 't' THEN 'boolean' WHEN 'f' THEN 'boolean'"
+        " WHEN 'n' THEN 'null' ELSE 'number' END END"
+    ).format(t=text)
 
 
 def json_fidelity(
     conn: psycopg.Connection, snapshot: Snapshot, spec: TableSpec, run_id: str | None, limit: int = 10
 ) -> dict:
     """Every jsonb value of the table against its source JSON text: equal as JSON (same structure,
-    numbers, unicode) and the same type as Python's strict parse of the source. Reads only."""
+    numbers, unicode) and of the JSON type of that text (validated by the load's strict parse: rows
+    that failed it are not in the table, so they are not compared). Reads only."""
     json_columns = [c.name for c in spec.columns if c.kind == "jsonb"]
     present = set(snapshot.columns(spec.name)) if snapshot.has_table(spec.name) else set()
     json_columns = [c for c in json_columns if c in present]
@@ -161,51 +183,69 @@ def json_fidelity(
     if not json_columns or len(spec.primary_key) != 1:
         return outcome
     pk = spec.primary_key[0]
+    n = range(len(json_columns))
     with conn.transaction(force_rollback=True):
-        conn.execute("CREATE TEMP TABLE _json_source (k text, col text, src text, typ text) ON COMMIT DROP")
-        with conn.cursor() as cur, cur.copy("COPY _json_source FROM STDIN") as copy:
+        source_columns = ", ".join(f"s{i} text" for i in n)
+        # An unlogged table, not a temporary one: PostgreSQL can scan and join it with parallel workers.
+        # Created inside this rolled-back transaction, it never outlives the check.
+        source = sql.Identifier("migration_audit", f"_json_source_{os.getpid()}")
+        conn.execute(sql.SQL("CREATE UNLOGGED TABLE {} (k text, {})").format(source, sql.SQL(source_columns)))
+        with conn.cursor() as cur, cur.copy(sql.SQL("COPY {} FROM STDIN").format(source)) as copy:
             for batch in snapshot.stream(spec.name, [pk, *json_columns]):
                 for row in batch:
-                    for name, value in zip(json_columns, row[2:], strict=True):
-                        try:
-                            text = convert_json(value)
-                        except Rejected:
-                            continue  # quarantined by the load: not in the target
-                        if text is None:
-                            copy.write_row((str(row[1]), name, None, None))
-                            continue
-                        parsed = orjson.loads(text) if isinstance(value, str) else value
-                        kind = _TYPEOF.get(type(parsed), "number")
-                        copy.write_row((str(row[1]), name, text, kind))
-        per_value = sql.SQL(" UNION ALL ").join(
-            sql.SQL(
-                "SELECT s.k, s.col, t.{c} IS NOT DISTINCT FROM s.src::jsonb AS same,"
-                " jsonb_typeof(t.{c}) IS NOT DISTINCT FROM s.typ AS same_type"
-                " FROM _json_source s JOIN {t} t ON t.{pk}::text = s.k WHERE s.col = {name}"
-            ).format(
-                c=sql.Identifier(c), t=sql.Identifier(spec.name), pk=sql.Identifier(pk), name=sql.Literal(c)
+                    texts = [_json_text(v) for v in row[2:]]
+                    if _UNLOADABLE not in texts:  # otherwise quarantined by the load: not in the target
+                        copy.write_row([str(row[1]), *texts])
+        conn.execute(sql.SQL("ANALYZE {}").format(source))
+        value_ok = [
+            sql.SQL("t.{c} IS NOT DISTINCT FROM s.s{i}::jsonb").format(c=sql.Identifier(c), i=sql.SQL(str(i)))
+            for i, c in enumerate(json_columns)
+        ]
+        type_ok = [
+            sql.SQL("jsonb_typeof(t.{c}) IS NOT DISTINCT FROM {typ}").format(
+                c=sql.Identifier(c), typ=_sql_json_type(sql.SQL("s.s{}").format(sql.SQL(str(i))))
             )
-            for c in json_columns
+            for i, c in enumerate(json_columns)
+        ]
+        flags = sql.SQL(", ").join(
+            sql.SQL("{} AS v{i}, {} AS t{i}").format(v, y, i=sql.SQL(str(i)))
+            for i, (v, y) in enumerate(zip(value_ok, type_ok, strict=True))
         )
-        # A key the source holds twice (the later copy was quarantined) passes if one copy matches.
-        conn.execute(
-            sql.SQL(
-                "CREATE TEMP TABLE _json_compared ON COMMIT DROP AS SELECT k, col, bool_or(same) AS same,"
-                " bool_or(same_type) AS same_type FROM ({}) x GROUP BY k, col"
-            ).format(per_value)
+        all_ok = sql.SQL(" AND ").join(sql.SQL("v{i} AND t{i}").format(i=sql.SQL(str(i))) for i in n)
+        joined = sql.SQL("{source} s JOIN {t} t ON t.{pk}::text = s.k").format(
+            source=source, t=sql.Identifier(spec.name), pk=sql.Identifier(pk)
         )
-        compared, bad = conn.execute(
-            "SELECT count(*), count(*) FILTER (WHERE NOT (same AND same_type)) FROM _json_compared"
+        every_ok = sql.SQL(" AND ").join([*value_ok, *type_ok])
+        # One parallel pass for the verdict; the details only when something differs.
+        rows, bad = conn.execute(
+            sql.SQL("SELECT count(*), count(*) FILTER (WHERE NOT ({})) FROM {}").format(every_ok, joined)
         ).fetchone()
-        mismatches = conn.execute(
-            "SELECT k, col, same, same_type FROM _json_compared WHERE NOT (same AND same_type)"
-            " ORDER BY 1, 2 LIMIT %s",
-            (limit,),
-        ).fetchall()
-    outcome["compared"] = compared
+        first = None
+        if bad:
+            # A key the source holds twice (the later copy was quarantined) passes if one copy matches.
+            bad, first = conn.execute(
+                sql.SQL(
+                    "WITH cmp AS MATERIALIZED (SELECT s.k, {flags} FROM {joined}),"
+                    " bad AS (SELECT * FROM cmp c WHERE NOT ({all_ok}) AND NOT EXISTS"
+                    "  (SELECT 1 FROM cmp o WHERE o.k = c.k AND ({all_ok_o})))"
+                    " SELECT (SELECT count(*) FROM bad),"
+                    " (SELECT json_agg(to_jsonb(b)) FROM (SELECT * FROM bad ORDER BY k LIMIT %s) b)"
+                ).format(
+                    flags=flags,
+                    joined=joined,
+                    all_ok=all_ok,
+                    all_ok_o=sql.SQL(" AND ").join(
+                        sql.SQL("o.v{i} AND o.t{i}").format(i=sql.SQL(str(i))) for i in n
+                    ),
+                ),
+                (limit,),
+            ).fetchone()
+    outcome["compared"] = rows * len(json_columns)
     outcome["mismatched"] = bad
     outcome["mismatches"] = [
-        {"key": k, "column": c, "value_differs": not same, "type_differs": not same_type}
-        for k, c, same, same_type in mismatches
+        {"key": m["k"], "column": c, "value_differs": not m[f"v{i}"], "type_differs": not m[f"t{i}"]}
+        for m in first or []
+        for i, c in enumerate(json_columns)
+        if not (m[f"v{i}"] and m[f"t{i}"])
     ]
     return outcome

@@ -26,16 +26,15 @@ def _metadata(outcome: proof.Outcome) -> dict:
     return flat
 
 
-def table_checks(spec: TableSpec) -> AssetChecksDefinition:
+def table_checks(spec: TableSpec, group: str, checks: tuple[proof.CheckDef, ...]) -> AssetChecksDefinition:
     key = target_key(spec.name)
-    definitions = {c.name: c for c in proof.CHECKS}
+    definitions = {c.name: c for c in checks}
 
     @multi_asset_check(
         specs=[
-            AssetCheckSpec(c.name, asset=key, blocking=c.blocking, description=c.description)
-            for c in proof.CHECKS
+            AssetCheckSpec(c.name, asset=key, blocking=c.blocking, description=c.description) for c in checks
         ],
-        name=f"{spec.name}_checks",
+        name=f"{spec.name}_{group}_checks",
         can_subset=True,
     )
     def _checks(context: AssetCheckExecutionContext, migration: MigrationResource):
@@ -43,17 +42,16 @@ def table_checks(spec: TableSpec) -> AssetChecksDefinition:
         with migration.connection() as conn:
             outcomes = proof.run(conn, load_catalog(), spec.name, migration.snapshot_path, selected)
         for outcome in outcomes:
+            blocking = definitions[outcome.name].blocking
             for problem in outcome.problems:
-                (context.log.error if definitions[outcome.name].blocking else context.log.warning)(
+                (context.log.error if blocking else context.log.warning)(
                     f"{spec.name}.{outcome.name}: {problem}"
                 )
             yield AssetCheckResult(
                 asset_key=key,
                 check_name=outcome.name,
                 passed=outcome.passed,
-                severity=AssetCheckSeverity.ERROR
-                if definitions[outcome.name].blocking
-                else AssetCheckSeverity.WARN,
+                severity=AssetCheckSeverity.ERROR if blocking else AssetCheckSeverity.WARN,
                 metadata=_metadata(outcome),
                 description=outcome.description,
             )
@@ -62,4 +60,9 @@ def table_checks(spec: TableSpec) -> AssetChecksDefinition:
 
 
 def target_checks() -> list[AssetChecksDefinition]:
-    return [table_checks(spec) for spec in load_catalog().tables]
+    catalog = load_catalog()
+    return [
+        table_checks(spec, group, checks)
+        for spec in catalog.tables
+        for group, checks in proof.groups(catalog, spec.name).items()
+    ]
