@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .convert import decode_text
+from .local_postgres import state_dir
+from .settings import Settings
 
 BATCH_ROWS = 5_000
 
@@ -111,6 +113,12 @@ def take_snapshot(source_path: Path, snapshot_path: Path) -> SnapshotInfo:
         counts = {name: snap.count(name) for name in snap.table_names()}
     stat = source_path.stat()
     return SnapshotInfo(snapshot_path, source_path, stat.st_size, file_sha256(snapshot_path), counts)
+
+
+def default_snapshot_path(settings: Settings) -> Path:
+    """Where a source/target pair keeps the snapshot its tables are loaded (and checked) from."""
+    ident = f"{settings.sqlite_path.resolve()}|{settings.describe()}"
+    return state_dir() / "snapshots" / f"{hashlib.sha256(ident.encode()).hexdigest()[:16]}.db"
 
 
 class Snapshot:

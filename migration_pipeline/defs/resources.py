@@ -1,6 +1,5 @@
 """Dagster resources: where the source is and which PostgreSQL is the target (thin wiring over settings)."""
 
-import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -12,8 +11,8 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import ConnectionPool
 from pydantic import PrivateAttr
 
-from ..local_postgres import state_dir
 from ..settings import Settings, load_settings
+from ..source import default_snapshot_path
 from ..target import open_pool
 
 
@@ -42,9 +41,7 @@ class MigrationResource(ConfigurableResource):
     @property
     def snapshot_path(self) -> Path:
         """Where this source/target pair keeps its consistent snapshot of the source."""
-        settings = self.settings
-        ident = f"{settings.sqlite_path.resolve()}|{settings.describe()}"
-        return state_dir() / "snapshots" / f"{hashlib.sha256(ident.encode()).hexdigest()[:16]}.db"
+        return default_snapshot_path(self.settings)
 
     def teardown_after_execution(self, context: InitResourceContext) -> None:
         if self._pool is not None:
