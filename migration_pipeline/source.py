@@ -184,6 +184,11 @@ class Snapshot:
                 continue
             careful = False
 
+    def query(self, select: str, params: Sequence = ()) -> Iterator[tuple]:
+        """Rows of a read-only query on the snapshot (TEXT that is not UTF-8 kept as InvalidText)."""
+        self._conn.text_factory = decode_text
+        yield from self._conn.execute(select, params)
+
     def rows_by_rowid(self, table: str, columns: Sequence[str], rowids: Sequence[int]) -> list[tuple]:
         """The ``(rowid, *values)`` rows with the given rowids (for quarantining them with their values)."""
         self._conn.text_factory = decode_text

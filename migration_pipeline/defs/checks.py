@@ -10,7 +10,7 @@ from dagster import (
     multi_asset_check,
 )
 
-from .. import proof
+from .. import behaviour, proof
 from ..catalog import TableSpec, load_catalog
 from .assets import target_key
 from .resources import MigrationResource
@@ -61,8 +61,35 @@ def table_checks(spec: TableSpec, group: str, checks: tuple[proof.CheckDef, ...]
 
 def target_checks() -> list[AssetChecksDefinition]:
     catalog = load_catalog()
-    return [
+    per_table = [
         table_checks(spec, group, checks)
         for spec in catalog.tables
         for group, checks in proof.groups(catalog, spec.name).items()
     ]
+    return [*per_table, app_behaviour_checks]
+
+
+@multi_asset_check(
+    specs=[
+        AssetCheckSpec(c.name, asset=target_key(c.table), blocking=True, description=c.description)
+        for c in behaviour.CHECKS
+    ],
+    name="app_behaviour_checks",
+    can_subset=True,
+)
+def app_behaviour_checks(context: AssetCheckExecutionContext, migration: MigrationResource):
+    """The app's queries and constraint probes (behaviour parity), after every table they read."""
+    selected = {k.name for k in context.selected_asset_check_keys}
+    with migration.connection() as conn:
+        results = behaviour.run(conn, load_catalog(), migration.snapshot_path, selected)
+    for check, outcome in results:
+        for problem in outcome.problems:
+            context.log.error(f"{check.table}.{outcome.name}: {problem}")
+        yield AssetCheckResult(
+            asset_key=target_key(check.table),
+            check_name=outcome.name,
+            passed=outcome.passed,
+            severity=AssetCheckSeverity.ERROR,
+            metadata=_metadata(outcome),
+            description=outcome.description,
+        )

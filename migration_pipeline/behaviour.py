@@ -1,0 +1,317 @@
+"""Behaviour parity (the seed's phase 4): the app's own queries answer the same on both sides.
+
+In:  a connection to the target, the catalog and the snapshot the tables were loaded from.
+Out: :func:`run` -> one :class:`~migration_pipeline.proof.Outcome` per app query and per constraint
+     probe. The source side of a query is the snapshot's rows under the value rules, minus the rows the
+     load quarantined: lookups by key run as SQL on SQLite, while date ranges, word search and ordering
+     are evaluated on the converted values (SQLite would compare the app's mixed date formats as text,
+     which is why the move is made). Each PostgreSQL query's plan must use its intended index (checked
+     with sequential scans discouraged, as on a production-sized table). Constraint probes attempt
+     violating writes in a rolled-back transaction and must be refused.
+Fails: psycopg errors propagate; nothing is left written (every probe rolls back).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+
+from .catalog import Catalog, TableSpec
+from .convert import Rejected, converter_for
+from .proof import Outcome
+from .source import Snapshot
+
+
+@dataclass(frozen=True)
+class AppCheck:
+    name: str
+    table: str  # the asset the check belongs to
+    description: str
+    run: Callable[[psycopg.Connection, Catalog, Snapshot], Outcome]
+
+
+def _convert(spec: TableSpec, columns: list[str], values) -> dict | None:
+    out = {}
+    for name, value in zip(columns, values, strict=True):
+        col = spec.column(name)
+        try:
+            v = converter_for(col.kind, col.max_length)(value)
+        except Rejected:
+            return None
+        out[name] = json.loads(v) if col.kind == "jsonb" and v is not None else v
+    return out
+
+
+def _quarantined(conn, table: str) -> set[str]:
+    rows = conn.execute(
+        "SELECT source_key FROM migration_audit.rejected_rows WHERE table_name = %s AND run_id ="
+        " (SELECT run_id FROM migration_audit.table_loads WHERE table_name = %s ORDER BY finished_at DESC LIMIT 1)",
+        (table, table),
+    ).fetchall()
+    return {r[0] for r in rows}
+
+
+def _source(conn, snapshot: Snapshot, spec: TableSpec, where: str = "", params: tuple = ()) -> Iterator[dict]:
+    """The loaded source rows of ``spec`` (converted; quarantined ones left out) matching a SQLite filter."""
+    if not snapshot.has_table(spec.name):
+        return
+    columns = [c for c in snapshot.columns(spec.name) if c in spec.column_names]
+    skip = _quarantined(conn, spec.name)
+    key = spec.primary_key[0]
+    select = f'SELECT {", ".join(f"{chr(34)}{c}{chr(34)}" for c in columns)} FROM "{spec.name}" {where}'
+    for values in snapshot.query(select, params):
+        row = _convert(spec, columns, values)
+        if row is not None and str(row.get(key)) not in skip:
+            yield row
+
+
+def _pg_rows(conn, query: str, params: tuple) -> list[dict]:
+    with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
+        return cur.execute(query, params).fetchall()
+
+
+def _uses_index(conn, query: str, params: tuple, index: str | tuple[str, ...]) -> tuple[bool, list[str]]:
+    """Whether the plan uses the intended index (or one of several that serve the query equally)."""
+    wanted = {index} if isinstance(index, str) else set(index)
+    with conn.transaction(force_rollback=True):
+        conn.execute("SET LOCAL enable_seqscan = off")
+        plan = conn.execute("EXPLAIN (FORMAT JSON) " + query, params).fetchone()[0]
+    used = []
+
+    def walk(node):
+        if "Index Name" in node:
+            used.append(node["Index Name"])
+        for child in node.get("Plans", ()):
+            walk(child)
+
+    walk(plan[0]["Plan"])
+    return bool(wanted & set(used)), used
+
+
+def _compare(name, conn, query, params, index, expected, actual, extra=None) -> Outcome:
+    uses, used = _uses_index(conn, query, params, index)
+    problems = []
+    if expected != actual:
+        problems.append(f"PostgreSQL answered {_short(actual)}, the source {_short(expected)}")
+    if not uses:
+        problems.append(f"the plan does not use {' or '.join(sorted({index} if isinstance(index, str) else set(index)))}"
+                        f" (it uses {used or 'no index'})")  # fmt: skip
+    metadata = {"query": query, "params": [str(p) for p in params], "index": index, "indexes_used": used}
+    metadata.update(extra or {})
+    metadata["answer_size"] = len(actual) if hasattr(actual, "__len__") else actual
+    return Outcome(name, not problems, metadata, tuple(problems))
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _user_lookup(conn, catalog, snapshot) -> Outcome:
+    spec = catalog.table("users")
+    query = "SELECT * FROM users WHERE username = %s"
+    names = [r[0] for r in conn.execute("SELECT username FROM users ORDER BY md5(id) LIMIT 5")]
+    by_id = lambda rows: sorted(rows, key=lambda r: r["id"])  # noqa: E731
+    expected = [by_id(_source(conn, snapshot, spec, "WHERE username = ?", (n,))) for n in names]
+    actual = [by_id(_pg_rows(conn, query, (n,))) for n in names]
+    return _compare(
+        "app_user_lookup", conn, query, (names[0] if names else "",), "users_username_key", expected, actual
+    )
+
+
+def _busiest_user(conn) -> str | None:
+    row = conn.execute("SELECT user_id FROM tweets GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT 1").fetchone()
+    return row[0] if row else None
+
+
+def _tweets_by_date_range(conn, catalog, snapshot) -> Outcome:
+    user = _busiest_user(conn)
+    if user is None:
+        return Outcome("app_tweets_by_date_range", True, {"skipped": "no tweets"})
+    query = "SELECT id, created_at FROM tweets WHERE user_id = %s AND created_at BETWEEN %s AND %s ORDER BY created_at, id"
+    bounds = conn.execute(
+        "SELECT percentile_disc(0.25) WITHIN GROUP (ORDER BY created_at),"
+        " percentile_disc(0.75) WITHIN GROUP (ORDER BY created_at) FROM tweets WHERE user_id = %s",
+        (user,),
+    ).fetchone()
+    params = (user, *bounds)
+    rows = _source(conn, snapshot, catalog.table("tweets"), "WHERE user_id = ?", (user,))
+    expected = sorted((r["created_at"], r["id"]) for r in rows if bounds[0] <= r["created_at"] <= bounds[1])
+    actual = [(r["created_at"], r["id"]) for r in _pg_rows(conn, query, params)]
+    return _compare(
+        "app_tweets_by_date_range", conn, query, params, "idx_tweets_user_created", expected, actual
+    )
+
+
+def _reply_filter(conn, catalog, snapshot) -> Outcome:
+    user = _busiest_user(conn)
+    if user is None:
+        return Outcome("app_reply_filter", True, {"skipped": "no tweets"})
+    query = "SELECT id FROM tweets WHERE user_id = %s AND is_reply = false ORDER BY id"
+    rows = _source(conn, snapshot, catalog.table("tweets"), "WHERE user_id = ?", (user,))
+    expected = sorted(r["id"] for r in rows if r["is_reply"] is False)
+    actual = [r["id"] for r in _pg_rows(conn, query, (user,))]
+    return _compare("app_reply_filter", conn, query, (user,), "idx_tweets_user_created", expected, actual)
+
+
+def _probe_word(conn) -> str | None:
+    """A word of the tweets that PostgreSQL's english configuration keeps as it is (no stemming, not a
+    stop word), so that word search means the same on both sides."""
+    for (text,) in conn.execute("SELECT text FROM tweets ORDER BY md5(id) LIMIT 50"):
+        for word in re.findall(r"[a-z]{5,}", text.lower()):
+            if (
+                conn.execute("SELECT to_tsvector('english', %s)::text", (word,)).fetchone()[0]
+                == f"'{word}':1"
+            ):
+                return word
+    return None
+
+
+def _full_text_search(conn, catalog, snapshot) -> Outcome:
+    word = _probe_word(conn)
+    query = "SELECT id FROM tweets WHERE to_tsvector('english', text) @@ plainto_tsquery('english', %s) ORDER BY id"
+    if word is None:
+        return Outcome("app_full_text_search", True, {"skipped": "no tweets to search"})
+    pattern = re.compile(rf"(?<![\w]){re.escape(word)}(?![\w])", re.IGNORECASE)
+    expected = sorted(
+        r["id"] for r in _source(conn, snapshot, catalog.table("tweets")) if pattern.search(r["text"])
+    )
+    actual = [r["id"] for r in _pg_rows(conn, query, (word,))]
+    return _compare(
+        "app_full_text_search", conn, query, (word,), "idx_tweets_text", expected, actual, {"word": word}
+    )
+
+
+def _referral_stats(conn, catalog, snapshot) -> Outcome:
+    query = "SELECT count(*) AS referrals FROM referral_tracking WHERE referrer_user_id = %s"
+    referrers = [
+        r[0]
+        for r in conn.execute("SELECT DISTINCT referrer_user_id FROM referral_tracking ORDER BY 1 LIMIT 5")
+    ]
+    spec = catalog.table("referral_tracking")
+    expected = [
+        len(list(_source(conn, snapshot, spec, "WHERE referrer_user_id = ?", (u,)))) for u in referrers
+    ]
+    actual = [_pg_rows(conn, query, (u,))[0]["referrals"] for u in referrers]
+    return _compare(
+        "app_referral_stats",
+        conn,
+        query,
+        (referrers[0] if referrers else "",),
+        "idx_referral_tracking_referrer",
+        expected,
+        actual,
+    )
+
+
+def _funnel_progress(conn, catalog, snapshot) -> Outcome:
+    query = "SELECT * FROM funnel_progress WHERE user_id = %s"
+    users = [r[0] for r in conn.execute("SELECT user_id FROM funnel_progress ORDER BY md5(user_id) LIMIT 5")]
+    spec = catalog.table("funnel_progress")
+    expected = [list(_source(conn, snapshot, spec, "WHERE user_id = ?", (u,))) for u in users]
+    actual = [_pg_rows(conn, query, (u,)) for u in users]
+    return _compare(
+        "app_funnel_progress",
+        conn,
+        query,
+        (users[0] if users else "",),
+        "funnel_progress_pkey",
+        expected,
+        actual,
+    )
+
+
+def _pending_jobs(conn, catalog, snapshot) -> Outcome:
+    query = "SELECT job_id FROM analysis_queue WHERE status = 'pending' ORDER BY priority DESC, created_at ASC, job_id LIMIT 20"
+    rows = [
+        r for r in _source(conn, snapshot, catalog.table("analysis_queue")) if r.get("status") == "pending"
+    ]
+    # NULLs sort first under DESC and last under ASC in PostgreSQL
+    rows.sort(
+        key=lambda r: (
+            r["priority"] is not None,
+            -(r["priority"] or 0),
+            r["created_at"] is None,
+            r["created_at"] or 0,
+            r["job_id"],
+        )
+    )
+    expected = [r["job_id"] for r in rows[:20]]
+    actual = [r["job_id"] for r in _pg_rows(conn, query, ())]
+    indexes = ("idx_analysis_queue_priority", "idx_analysis_queue_status")  # the planner picks by selectivity
+    return _compare("app_pending_jobs", conn, query, (), indexes, expected, actual)
+
+
+def _refused(name: str, conn, attempts: list[tuple[str, tuple, type[psycopg.Error]]]) -> Outcome:
+    """Each attempted write must fail with the expected error; all of it is rolled back."""
+    problems, seen = [], {}
+    with conn.transaction(force_rollback=True):
+        for statement, params, error in attempts:
+            try:
+                with conn.transaction():
+                    conn.execute(statement, params)
+            except error as err:
+                seen[statement] = type(err).__name__
+            except psycopg.Error as err:
+                problems.append(f"{statement!r} failed with {type(err).__name__}, expected {error.__name__}")
+            else:
+                problems.append(f"{statement!r} was accepted; expected {error.__name__}")
+    return Outcome(name, not problems, {"refused": seen}, tuple(problems))
+
+
+def _refuses_duplicate_username(conn, catalog, snapshot) -> Outcome:
+    existing = conn.execute("SELECT username FROM users ORDER BY id LIMIT 1").fetchone()
+    statement = "INSERT INTO users (id, username) VALUES ('__probe_user__', %s)"
+    if existing is None:
+        return _refused("refuses_duplicate_username", conn, [
+            ("INSERT INTO users (id, username) VALUES ('__probe_a__', '__probe__'), ('__probe_b__', '__probe__')", (),
+             psycopg.errors.UniqueViolation)])  # fmt: skip
+    return _refused(
+        "refuses_duplicate_username", conn, [(statement, existing, psycopg.errors.UniqueViolation)]
+    )
+
+
+def _refuses_orphan_tweet(conn, catalog, snapshot) -> Outcome:
+    statement = "INSERT INTO tweets (id, user_id, text, created_at) VALUES ('__probe__', '__no_such_user__', 'x', now())"
+    return _refused("refuses_orphan_tweet", conn, [(statement, (), psycopg.errors.ForeignKeyViolation)])
+
+
+def _refuses_bad_job_status(conn, catalog, snapshot) -> Outcome:
+    attempt = (
+        "INSERT INTO analysis_queue (user_id, status, total_chunks) VALUES ('__probe_user__', 'bogus', 1)"
+    )
+    with conn.transaction(force_rollback=True):  # a parent for the job, so only the CHECK can refuse it
+        conn.execute(
+            "INSERT INTO users (id, username) VALUES ('__probe_user__', '__probe_user__') ON CONFLICT DO NOTHING"
+        )
+        return _refused("refuses_bad_job_status", conn, [(attempt, (), psycopg.errors.CheckViolation)])
+
+
+CHECKS: tuple[AppCheck, ...] = (
+    AppCheck("app_user_lookup", "users", "The app's user lookup by username answers the same on both sides, through the username index.", _user_lookup),
+    AppCheck("app_tweets_by_date_range", "tweets", "A user's tweets in a date range: same tweets in the same order, through idx_tweets_user_created.", _tweets_by_date_range),
+    AppCheck("app_reply_filter", "tweets", "A user's non-reply tweets: the same on both sides, through idx_tweets_user_created.", _reply_filter),
+    AppCheck("app_full_text_search", "tweets", "Full-text search for a word returns the tweets containing it, through the GIN index idx_tweets_text.", _full_text_search),
+    AppCheck("app_referral_stats", "referral_tracking", "Referral counts per referrer are the same on both sides, through idx_referral_tracking_referrer.", _referral_stats),
+    AppCheck("app_funnel_progress", "funnel_progress", "A user's funnel progress reads the same on both sides, through the primary key.", _funnel_progress),
+    AppCheck("app_pending_jobs", "analysis_queue", "Pending analysis jobs by priority: same jobs in the same order, through idx_analysis_queue_priority or _status.", _pending_jobs),
+    AppCheck("refuses_duplicate_username", "users", "A second user with an existing username is refused (UNIQUE), in a rolled-back transaction.", _refuses_duplicate_username),
+    AppCheck("refuses_orphan_tweet", "tweets", "A tweet of a user that does not exist is refused (FOREIGN KEY), in a rolled-back transaction.", _refuses_orphan_tweet),
+    AppCheck("refuses_bad_job_status", "analysis_queue", "An analysis job with an unknown status is refused (CHECK valid_status), in a rolled-back transaction.", _refuses_bad_job_status),
+)  # fmt: skip
+
+
+def run(
+    conn: psycopg.Connection, catalog: Catalog, snapshot_path: Path | None, names: set[str] | None = None
+) -> list[tuple[AppCheck, Outcome]]:
+    """Run the behaviour checks (all, or those in ``names``)."""
+    selected = [c for c in CHECKS if names is None or c.name in names]
+    if snapshot_path is None or not Path(snapshot_path).is_file():
+        return [(c, Outcome(c.name, False, {}, ("no source snapshot to compare with",))) for c in selected]
+    with Snapshot(snapshot_path) as snapshot:
+        return [(c, c.run(conn, catalog, snapshot)) for c in selected]

@@ -1,0 +1,61 @@
+"""Behaviour parity: the app's queries, their indexes, and refused violating writes."""
+
+from __future__ import annotations
+
+import pytest
+
+from migration_pipeline import behaviour
+
+from .helpers import migrate
+
+
+@pytest.fixture
+def proven(conn, catalog, sample_db, tmp_path):
+    migrate(conn, catalog, sample_db, "run-1", tmp_path)
+    return tmp_path / "run-1.snapshot.db"
+
+
+def outcomes(conn, catalog, snapshot):
+    return {o.name: o for _, o in behaviour.run(conn, catalog, snapshot)}
+
+
+def test_the_app_queries_answer_the_same_through_their_indexes(conn, catalog, proven):
+    found = outcomes(conn, catalog, proven)
+    assert set(found) == {c.name for c in behaviour.CHECKS}
+    for name, outcome in found.items():
+        assert outcome.passed, (name, outcome.problems)
+    assert found["app_full_text_search"].metadata["indexes_used"] == ["idx_tweets_text"]
+    assert found["app_tweets_by_date_range"].metadata["answer_size"] > 0
+    assert found["app_pending_jobs"].metadata["answer_size"] > 0
+    assert found["refuses_orphan_tweet"].metadata["refused"]
+    # nothing the probes attempted was left behind
+    assert conn.execute("SELECT count(*) FROM users WHERE id LIKE '__probe%'").fetchone()[0] == 0
+    assert conn.execute("SELECT count(*) FROM tweets WHERE id = '__probe__'").fetchone()[0] == 0
+
+
+def test_a_dropped_gin_index_is_noticed(conn, catalog, proven):
+    conn.execute("DROP INDEX idx_tweets_text")
+    fts = outcomes(conn, catalog, proven)["app_full_text_search"]
+    assert not fts.passed and "does not use idx_tweets_text" in fts.description
+
+
+def test_a_changed_answer_is_noticed(conn, catalog, proven):
+    user = conn.execute("SELECT user_id FROM tweets GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT 1").fetchone()[
+        0
+    ]
+    conn.execute(
+        "UPDATE tweets SET is_reply = NOT coalesce(is_reply, false) WHERE id = (SELECT min(id) FROM tweets WHERE user_id = %s)",
+        (user,),
+    )
+    replies = outcomes(conn, catalog, proven)["app_reply_filter"]
+    assert not replies.passed and "PostgreSQL answered" in replies.description
+
+
+def test_a_dropped_constraint_lets_a_violation_through_and_is_noticed(conn, catalog, proven):
+    conn.execute("ALTER TABLE analysis_queue DROP CONSTRAINT valid_status")
+    conn.execute("ALTER TABLE users DROP CONSTRAINT users_username_key")
+    found = outcomes(conn, catalog, proven)
+    assert not found["refuses_bad_job_status"].passed
+    assert "was accepted; expected CheckViolation" in found["refuses_bad_job_status"].description
+    assert not found["refuses_duplicate_username"].passed
+    assert not found["app_user_lookup"].passed  # its index went with the constraint
