@@ -24,7 +24,7 @@ import psycopg
 from .catalog import Catalog, TableSpec
 from .convert import Rejected, converter_for
 from .proof import Outcome
-from .source import Snapshot
+from .source import Snapshot, quote
 
 
 @dataclass(frozen=True)
@@ -33,9 +33,12 @@ class AppCheck:
     table: str  # the asset the check belongs to
     description: str
     run: Callable[[psycopg.Connection, Catalog, Snapshot], Outcome]
+    blocking: bool = True
 
 
-def _convert(spec: TableSpec, columns: list[str], values) -> dict | None:
+def comparable_row(spec: TableSpec, columns, values) -> dict | None:
+    """A source row under the value rules as {column: value}, JSON parsed so it compares with what
+    psycopg returns for jsonb; None when a value would be rejected."""
     out = {}
     for name, value in zip(columns, values, strict=True):
         col = spec.column(name)
@@ -63,9 +66,9 @@ def _source(conn, snapshot: Snapshot, spec: TableSpec, where: str = "", params: 
     columns = [c for c in snapshot.columns(spec.name) if c in spec.column_names]
     skip = _quarantined(conn, spec.name)
     key = spec.primary_key[0]
-    select = f'SELECT {", ".join(f"{chr(34)}{c}{chr(34)}" for c in columns)} FROM "{spec.name}" {where}'
+    select = f"SELECT {', '.join(map(quote, columns))} FROM {quote(spec.name)} {where}"
     for values in snapshot.query(select, params):
-        row = _convert(spec, columns, values)
+        row = comparable_row(spec, columns, values)
         if row is not None and str(row.get(key)) not in skip:
             yield row
 

@@ -150,10 +150,10 @@ class Snapshot:
         return table in self.table_names()
 
     def columns(self, table: str) -> list[str]:
-        return [r[1] for r in self._conn.execute(f"PRAGMA table_info({_quote(table)})")]
+        return [r[1] for r in self._conn.execute(f"PRAGMA table_info({quote(table)})")]
 
     def count(self, table: str) -> int:
-        return self._conn.execute(f"SELECT count(*) FROM {_quote(table)}").fetchone()[0]
+        return self._conn.execute(f"SELECT count(*) FROM {quote(table)}").fetchone()[0]
 
     def stream(self, table: str, columns: Sequence[str]) -> Iterator[list[tuple]]:
         """Batches of ``(rowid, *values)`` in rowid order; memory is bounded by the batch size.
@@ -200,10 +200,11 @@ class Snapshot:
         return found
 
 
-def _quote(name: str) -> str:
+def quote(name: str) -> str:
+    """A SQLite identifier, quoted."""
     return '"' + name.replace('"', '""') + '"'
 
 
 def _select(table: str, columns: Sequence[str]) -> str:
-    cols = ", ".join(["rowid", *(_quote(c) for c in columns)])
-    return f"SELECT {cols} FROM {_quote(table)}"
+    cols = ", ".join(["rowid", *(quote(c) for c in columns)])
+    return f"SELECT {cols} FROM {quote(table)}"

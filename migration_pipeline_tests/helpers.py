@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import sqlite3
 from pathlib import Path
 
 from psycopg import sql
 
-from migration_pipeline.convert import Rejected, converter_for
+from migration_pipeline.behaviour import comparable_row as converted  # noqa: F401 (used by tests)
 from migration_pipeline.load import load_all
 from migration_pipeline.source import Snapshot, take_snapshot
 
@@ -33,19 +32,6 @@ def source_rows(path: Path, table: str) -> list[tuple]:
     with Snapshot(path) as snap:
         cols = snap.columns(table)
         return [row for batch in snap.stream(table, cols) for row in batch], cols
-
-
-def converted(spec, columns, values):
-    """The source row under the value rules, or None when some value is rejected."""
-    out = {}
-    for name, value in zip(columns, values, strict=True):
-        col = spec.column(name)
-        try:
-            v = converter_for(col.kind, col.max_length)(value)
-        except Rejected:
-            return None
-        out[name] = json.loads(v) if col.kind == "jsonb" and v is not None else v
-    return out
 
 
 def target_rows(conn, spec, columns) -> dict[tuple, dict]:

@@ -1,4 +1,4 @@
-"""Asset checks: one multi-check per table (one step), its checks built from proof.CHECKS."""
+"""Asset checks: multi-checks per table (one step each) built from proof.CHECKS and behaviour.CHECKS."""
 
 from dagster import (
     AssetCheckExecutionContext,
@@ -26,37 +26,59 @@ def _metadata(outcome: proof.Outcome) -> dict:
     return flat
 
 
-def table_checks(spec: TableSpec, group: str, checks: tuple[proof.CheckDef, ...]) -> AssetChecksDefinition:
-    key = target_key(spec.name)
-    definitions = {c.name: c for c in checks}
+def _multi_check(table: str, step: str, checks, evaluate) -> AssetChecksDefinition:
+    """One step that evaluates ``checks`` (each with name, description, blocking) of ``table``'s asset;
+    ``evaluate(conn, selected names)`` returns their proof.Outcome list."""
+    key = target_key(table)
+    blocking = {c.name: c.blocking for c in checks}
 
     @multi_asset_check(
         specs=[
             AssetCheckSpec(c.name, asset=key, blocking=c.blocking, description=c.description) for c in checks
         ],
-        name=f"{spec.name}_{group}_checks",
+        name=step,
         can_subset=True,
     )
     def _checks(context: AssetCheckExecutionContext, migration: MigrationResource):
         selected = {k.name for k in context.selected_asset_check_keys}
         with migration.connection() as conn:
-            outcomes = proof.run(conn, load_catalog(), spec.name, migration.snapshot_path, selected)
+            outcomes = evaluate(conn, migration.snapshot_path, selected)
         for outcome in outcomes:
-            blocking = definitions[outcome.name].blocking
+            log = context.log.error if blocking[outcome.name] else context.log.warning
             for problem in outcome.problems:
-                (context.log.error if blocking else context.log.warning)(
-                    f"{spec.name}.{outcome.name}: {problem}"
-                )
+                log(f"{table}.{outcome.name}: {problem}")
             yield AssetCheckResult(
                 asset_key=key,
                 check_name=outcome.name,
                 passed=outcome.passed,
-                severity=AssetCheckSeverity.ERROR if blocking else AssetCheckSeverity.WARN,
+                severity=AssetCheckSeverity.ERROR if blocking[outcome.name] else AssetCheckSeverity.WARN,
                 metadata=_metadata(outcome),
                 description=outcome.description,
             )
 
     return _checks
+
+
+def table_checks(spec: TableSpec, group: str, checks: tuple[proof.CheckDef, ...]) -> AssetChecksDefinition:
+    """The proof of one table (one group of its checks)."""
+    return _multi_check(
+        spec.name,
+        f"{spec.name}_{group}_checks",
+        checks,
+        lambda conn, snapshot, selected: proof.run(conn, load_catalog(), spec.name, snapshot, selected),
+    )
+
+
+def app_checks(table: str, checks: tuple[behaviour.AppCheck, ...]) -> AssetChecksDefinition:
+    """The app's queries and constraint probes (behaviour parity) that read ``table``, run after it."""
+    return _multi_check(
+        table,
+        f"{table}_app_checks",
+        checks,
+        lambda conn, snapshot, selected: [
+            o for _, o in behaviour.run(conn, load_catalog(), snapshot, selected)
+        ],
+    )
 
 
 def target_checks() -> list[AssetChecksDefinition]:
@@ -66,30 +88,7 @@ def target_checks() -> list[AssetChecksDefinition]:
         for spec in catalog.tables
         for group, checks in proof.groups(catalog, spec.name).items()
     ]
-    return [*per_table, app_behaviour_checks]
-
-
-@multi_asset_check(
-    specs=[
-        AssetCheckSpec(c.name, asset=target_key(c.table), blocking=True, description=c.description)
-        for c in behaviour.CHECKS
-    ],
-    name="app_behaviour_checks",
-    can_subset=True,
-)
-def app_behaviour_checks(context: AssetCheckExecutionContext, migration: MigrationResource):
-    """The app's queries and constraint probes (behaviour parity), after every table they read."""
-    selected = {k.name for k in context.selected_asset_check_keys}
-    with migration.connection() as conn:
-        results = behaviour.run(conn, load_catalog(), migration.snapshot_path, selected)
-    for check, outcome in results:
-        for problem in outcome.problems:
-            context.log.error(f"{check.table}.{outcome.name}: {problem}")
-        yield AssetCheckResult(
-            asset_key=target_key(check.table),
-            check_name=outcome.name,
-            passed=outcome.passed,
-            severity=AssetCheckSeverity.ERROR,
-            metadata=_metadata(outcome),
-            description=outcome.description,
-        )
+    by_table: dict[str, tuple[behaviour.AppCheck, ...]] = {}
+    for check in behaviour.CHECKS:
+        by_table[check.table] = (*by_table.get(check.table, ()), check)
+    return [*per_table, *(app_checks(table, checks) for table, checks in by_table.items())]
