@@ -50,11 +50,14 @@ def comparable_row(spec: TableSpec, columns, values) -> dict | None:
     return out
 
 
-def _quarantined(conn, table: str) -> set[str]:
+def _skipped(conn, table: str) -> set[str]:
+    """Keys to leave out on both sides: rows the load quarantined (absent by design) and rows the app
+    changed since the load (the change log: a live database answers differently, and rightly so)."""
     rows = conn.execute(
         "SELECT source_key FROM migration_audit.rejected_rows WHERE table_name = %s AND run_id ="
-        " (SELECT run_id FROM migration_audit.table_loads WHERE table_name = %s ORDER BY finished_at DESC LIMIT 1)",
-        (table, table),
+        " (SELECT run_id FROM migration_audit.table_loads WHERE table_name = %s ORDER BY finished_at DESC LIMIT 1)"
+        " UNION SELECT row_key FROM migration_audit.row_changes WHERE table_name = %s",
+        (table, table, table),
     ).fetchall()
     return {r[0] for r in rows}
 
@@ -64,7 +67,7 @@ def _source(conn, snapshot: Snapshot, spec: TableSpec, where: str = "", params: 
     if not snapshot.has_table(spec.name):
         return
     columns = [c for c in snapshot.columns(spec.name) if c in spec.column_names]
-    skip = _quarantined(conn, spec.name)
+    skip = _skipped(conn, spec.name)
     key = spec.primary_key[0]
     select = f"SELECT {', '.join(map(quote, columns))} FROM {quote(spec.name)} {where}"
     for values in snapshot.query(select, params):
@@ -73,9 +76,12 @@ def _source(conn, snapshot: Snapshot, spec: TableSpec, where: str = "", params: 
             yield row
 
 
-def _pg_rows(conn, query: str, params: tuple) -> list[dict]:
+def _pg_rows(conn, query: str, params: tuple, spec: TableSpec) -> list[dict]:
+    """The PostgreSQL answer, less the rows the app changed since the load (see _skipped)."""
+    skip = _skipped(conn, spec.name)
     with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
-        return cur.execute(query, params).fetchall()
+        rows = cur.execute(query, params).fetchall()
+    return [r for r in rows if ",".join(str(r[c]) for c in spec.primary_key) not in skip]
 
 
 def _uses_index(conn, query: str, params: tuple, index: str | tuple[str, ...]) -> tuple[bool, list[str]]:
@@ -121,7 +127,7 @@ def _user_lookup(conn, catalog, snapshot) -> Outcome:
     names = [r[0] for r in conn.execute("SELECT username FROM users ORDER BY md5(id) LIMIT 5")]
     by_id = lambda rows: sorted(rows, key=lambda r: r["id"])  # noqa: E731
     expected = [by_id(_source(conn, snapshot, spec, "WHERE username = ?", (n,))) for n in names]
-    actual = [by_id(_pg_rows(conn, query, (n,))) for n in names]
+    actual = [by_id(_pg_rows(conn, query, (n,), spec)) for n in names]
     return _compare(
         "app_user_lookup", conn, query, (names[0] if names else "",), "users_username_key", expected, actual
     )
@@ -145,7 +151,7 @@ def _tweets_by_date_range(conn, catalog, snapshot) -> Outcome:
     params = (user, *bounds)
     rows = _source(conn, snapshot, catalog.table("tweets"), "WHERE user_id = ?", (user,))
     expected = sorted((r["created_at"], r["id"]) for r in rows if bounds[0] <= r["created_at"] <= bounds[1])
-    actual = [(r["created_at"], r["id"]) for r in _pg_rows(conn, query, params)]
+    actual = [(r["created_at"], r["id"]) for r in _pg_rows(conn, query, params, catalog.table("tweets"))]
     return _compare(
         "app_tweets_by_date_range", conn, query, params, "idx_tweets_user_created", expected, actual
     )
@@ -158,7 +164,7 @@ def _reply_filter(conn, catalog, snapshot) -> Outcome:
     query = "SELECT id FROM tweets WHERE user_id = %s AND is_reply = false ORDER BY id"
     rows = _source(conn, snapshot, catalog.table("tweets"), "WHERE user_id = ?", (user,))
     expected = sorted(r["id"] for r in rows if r["is_reply"] is False)
-    actual = [r["id"] for r in _pg_rows(conn, query, (user,))]
+    actual = [r["id"] for r in _pg_rows(conn, query, (user,), catalog.table("tweets"))]
     return _compare("app_reply_filter", conn, query, (user,), "idx_tweets_user_created", expected, actual)
 
 
@@ -184,23 +190,24 @@ def _full_text_search(conn, catalog, snapshot) -> Outcome:
     expected = sorted(
         r["id"] for r in _source(conn, snapshot, catalog.table("tweets")) if pattern.search(r["text"])
     )
-    actual = [r["id"] for r in _pg_rows(conn, query, (word,))]
+    actual = [r["id"] for r in _pg_rows(conn, query, (word,), catalog.table("tweets"))]
     return _compare(
         "app_full_text_search", conn, query, (word,), "idx_tweets_text", expected, actual, {"word": word}
     )
 
 
 def _referral_stats(conn, catalog, snapshot) -> Outcome:
-    query = "SELECT count(*) AS referrals FROM referral_tracking WHERE referrer_user_id = %s"
+    query = "SELECT id FROM referral_tracking WHERE referrer_user_id = %s ORDER BY id"  # the app counts these
     referrers = [
         r[0]
         for r in conn.execute("SELECT DISTINCT referrer_user_id FROM referral_tracking ORDER BY 1 LIMIT 5")
     ]
     spec = catalog.table("referral_tracking")
     expected = [
-        len(list(_source(conn, snapshot, spec, "WHERE referrer_user_id = ?", (u,)))) for u in referrers
+        sorted(r["id"] for r in _source(conn, snapshot, spec, "WHERE referrer_user_id = ?", (u,)))
+        for u in referrers
     ]
-    actual = [_pg_rows(conn, query, (u,))[0]["referrals"] for u in referrers]
+    actual = [[r["id"] for r in _pg_rows(conn, query, (u,), spec)] for u in referrers]
     return _compare(
         "app_referral_stats",
         conn,
@@ -217,7 +224,7 @@ def _funnel_progress(conn, catalog, snapshot) -> Outcome:
     users = [r[0] for r in conn.execute("SELECT user_id FROM funnel_progress ORDER BY md5(user_id) LIMIT 5")]
     spec = catalog.table("funnel_progress")
     expected = [list(_source(conn, snapshot, spec, "WHERE user_id = ?", (u,))) for u in users]
-    actual = [_pg_rows(conn, query, (u,)) for u in users]
+    actual = [_pg_rows(conn, query, (u,), spec) for u in users]
     return _compare(
         "app_funnel_progress",
         conn,
@@ -230,7 +237,9 @@ def _funnel_progress(conn, catalog, snapshot) -> Outcome:
 
 
 def _pending_jobs(conn, catalog, snapshot) -> Outcome:
-    query = "SELECT job_id FROM analysis_queue WHERE status = 'pending' ORDER BY priority DESC, created_at ASC, job_id LIMIT 20"
+    # the app's query takes the first 20; all pending jobs are compared, so that a job the app changed
+    # since the load (left out on both sides) cannot shift which ones make the first 20
+    query = "SELECT job_id FROM analysis_queue WHERE status = 'pending' ORDER BY priority DESC, created_at ASC, job_id"
     rows = [
         r for r in _source(conn, snapshot, catalog.table("analysis_queue")) if r.get("status") == "pending"
     ]
@@ -244,8 +253,8 @@ def _pending_jobs(conn, catalog, snapshot) -> Outcome:
             r["job_id"],
         )
     )
-    expected = [r["job_id"] for r in rows[:20]]
-    actual = [r["job_id"] for r in _pg_rows(conn, query, ())]
+    expected = [r["job_id"] for r in rows]
+    actual = [r["job_id"] for r in _pg_rows(conn, query, (), catalog.table("analysis_queue"))]
     indexes = ("idx_analysis_queue_priority", "idx_analysis_queue_status")  # the planner picks by selectivity
     return _compare("app_pending_jobs", conn, query, (), indexes, expected, actual)
 

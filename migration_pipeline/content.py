@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
+from . import changes
 from .catalog import Catalog, TableSpec
 from .source import Snapshot
 
@@ -127,7 +128,8 @@ def content_diff(
                 " CASE WHEN {fs} IS NULL OR {ft} IS NULL THEN '{{}}'::text[] ELSE {differing} END"
                 " FROM (SELECT DISTINCT ON ({pks}) * FROM {stage} ORDER BY {pks}, _rowid) s"
                 " FULL JOIN {table} t ON {on}"
-                " WHERE {fs} IS NULL OR {ft} IS NULL OR ({scols}) IS DISTINCT FROM ({tcols})"
+                " WHERE ({fs} IS NULL OR {ft} IS NULL OR ({scols}) IS DISTINCT FROM ({tcols}))"
+                " AND {key} NOT IN ({changed})"
                 " ORDER BY 1 LIMIT %s"
             ).format(
                 key=key_text,
@@ -140,6 +142,7 @@ def content_diff(
                 on=on,
                 scols=sql.SQL(", ").join(sql.SQL("s.{}").format(sql.Identifier(c)) for c in columns),
                 tcols=sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in columns),
+                changed=changes.changed_keys_sql(spec.name),
             ),
             (limit,),
         ).fetchall()
@@ -212,8 +215,12 @@ def json_fidelity(
             for i, (v, y) in enumerate(zip(value_ok, type_ok, strict=True))
         )
         all_ok = sql.SQL(" AND ").join(sql.SQL("v{i} AND t{i}").format(i=sql.SQL(str(i))) for i in n)
-        joined = sql.SQL("{source} s JOIN {t} t ON t.{pk}::text = s.k").format(
-            source=source, t=sql.Identifier(spec.name), pk=sql.Identifier(pk)
+        # rows the app changed since the load are not compared with the source (see changes.py)
+        joined = sql.SQL("{source} s JOIN {t} t ON t.{pk}::text = s.k WHERE s.k NOT IN ({changed})").format(
+            source=source,
+            t=sql.Identifier(spec.name),
+            pk=sql.Identifier(pk),
+            changed=changes.changed_keys_sql(spec.name),
         )
         every_ok = sql.SQL(" AND ").join([*value_ok, *type_ok])
         # One parallel pass for the verdict; the details only when something differs.

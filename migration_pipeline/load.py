@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 import psycopg
 from psycopg import sql
 
-from . import audit, content, quarantine
+from . import audit, changes, content, quarantine
 from .audit import Rejection
 from .catalog import Catalog, TableSpec
 from .convert import Rejected, converter_for
@@ -142,6 +142,8 @@ def load_table(
     with conn.transaction(), quarantine.Spool(columns) as spool:
         # One load of a table at a time; readers are not blocked until the content is replaced.
         conn.execute(sql.SQL("LOCK TABLE {} IN EXCLUSIVE MODE").format(sql.Identifier(table)))
+        changes.suppress_for_load(conn)  # cascades into child tables are not app changes either
+        changes.remove(conn, table)
         stage = quarantine.create_stage(conn, spec, columns)
         if result.source_present:
             result.source_rows = stage_rows(conn, snapshot, spec, columns, stage, spool, progress)
@@ -159,6 +161,8 @@ def load_table(
             raise LoadError(
                 f"{table}: {result.loaded_rows} rows loaded but {in_target} in the table; rolling back"
             )
+        changes.reset(conn, table)  # this load is the new baseline for the app's changes
+        changes.install(conn, spec, columns)
         result.rejected_rows = audit.write_rejections(conn, run_id, table, spool.drain())
         result.rejected_by_reason = dict(Counter(spool.kinds).most_common())
         _finish(conn, spec)

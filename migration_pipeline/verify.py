@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 import psycopg
 from psycopg import sql
 
-from . import audit
+from . import audit, changes
 from .catalog import Catalog
 
 
@@ -28,6 +28,8 @@ class Conservation:
     rejected_rows: int
     quarantined_in_audit: int
     rows_in_table: int
+    app_added: int = 0  # rows the app added / removed since the load (the change log)
+    app_removed: int = 0
 
     @property
     def recorded(self) -> bool:
@@ -46,8 +48,14 @@ class Conservation:
             found.append(
                 f"{self.rejected_rows} rows reported quarantined but {self.quarantined_in_audit} are in rejected_rows"
             )
-        if self.rows_in_table != self.loaded_rows:
-            found.append(f"{self.loaded_rows} rows loaded but the table holds {self.rows_in_table}")
+        expected = self.loaded_rows + self.app_added - self.app_removed
+        if self.rows_in_table != expected:
+            since = (
+                f" + {self.app_added} added - {self.app_removed} removed by the app"
+                if self.app_added or self.app_removed
+                else ""
+            )
+            found.append(f"{self.loaded_rows} rows loaded{since} but the table holds {self.rows_in_table}")
         return found
 
     def as_metadata(self) -> dict:
@@ -62,6 +70,7 @@ def conservation(conn: psycopg.Connection, table: str) -> Conservation:
         (run_id, table),
     ).fetchone()[0]
     rows = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))).fetchone()[0]
+    app = changes.summary(conn, table)
     return Conservation(
         table=table,
         run_id=run_id,
@@ -70,6 +79,8 @@ def conservation(conn: psycopg.Connection, table: str) -> Conservation:
         rejected_rows=load.get("rejected_rows", 0),
         quarantined_in_audit=in_audit,
         rows_in_table=rows,
+        app_added=app.added,
+        app_removed=app.removed,
     )
 
 

@@ -56,3 +56,11 @@ def sqlite_exec(path: Path, *statements: str) -> None:
         for statement in statements:
             db.execute(statement)
     db.close()
+
+
+def silently(conn, statement: str, params: tuple = ()) -> None:
+    """A change the change log does not see (triggers off), like corruption or a rogue writer: the
+    checks must notice it, unlike the app's own logged writes."""
+    with conn.transaction():
+        conn.execute("SET LOCAL session_replication_role = replica")
+        conn.execute(statement, params)

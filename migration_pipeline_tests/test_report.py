@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from migration_pipeline import report
 
-from .helpers import migrate
+from .helpers import migrate, silently
 
 
 def test_report_lists_every_check_with_its_numbers(conn, catalog, sample_db, tmp_path):
@@ -17,7 +17,7 @@ def test_report_lists_every_check_with_its_numbers(conn, catalog, sample_db, tmp
     assert "**PASS** `content_parity`" in text and "**WARN** `quarantine`" in text
     assert '"loaded_rows"' in text
 
-    conn.execute("UPDATE tweets SET text = 'tampered' WHERE id = (SELECT min(id) FROM tweets)")
+    silently(conn, "UPDATE tweets SET text = 'tampered' WHERE id = (SELECT min(id) FROM tweets)")
     text = report.render(report.build(conn, catalog, snapshot), target="embedded", snapshot=str(snapshot))
     assert "verdict: **FAILED: tweets**" in text
     assert "**FAIL** `content_parity`" in text and "changed text" in text

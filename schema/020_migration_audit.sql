@@ -33,3 +33,18 @@ CREATE TABLE IF NOT EXISTS migration_audit.table_loads (
     PRIMARY KEY (run_id, table_name),
     CONSTRAINT table_loads_conservation CHECK (source_rows = loaded_rows + rejected_rows)
 );
+
+-- Rows the app changed in a migrated table since its last load (the change log): written by
+-- statement-level triggers that each load installs on the table it loaded (see
+-- migration_pipeline/changes.py); a load empties its table's entries. 'D' is a row gone (deleted, or
+-- the old version of an updated row), 'I' a row added (inserted, or the new version). row_hash uses
+-- the same row hash as table_loads.checksum, so checks can follow a live table exactly.
+CREATE TABLE IF NOT EXISTS migration_audit.row_changes (
+    id BIGSERIAL PRIMARY KEY,
+    table_name TEXT NOT NULL,
+    op CHAR(1) NOT NULL CHECK (op IN ('I', 'D')),
+    row_key TEXT,
+    row_hash BIGINT NOT NULL,
+    changed_at TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT CURRENT_TIMESTAMP
+);
+CREATE INDEX IF NOT EXISTS idx_row_changes_table_key ON migration_audit.row_changes (table_name, row_key);
