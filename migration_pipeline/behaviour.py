@@ -62,11 +62,15 @@ def _skipped(conn, table: str) -> set[str]:
     return {r[0] for r in rows}
 
 
-def _source(conn, snapshot: Snapshot, spec: TableSpec, where: str = "", params: tuple = ()) -> Iterator[dict]:
-    """The loaded source rows of ``spec`` (converted; quarantined ones left out) matching a SQLite filter."""
+def _source(
+    conn, snapshot: Snapshot, spec: TableSpec, where: str = "", params: tuple = (), only: tuple[str, ...] = ()
+) -> Iterator[dict]:
+    """The loaded source rows of ``spec`` matching a SQLite filter, converted (all columns, or the key and
+    ``only``); rows the load quarantined or the app changed are left out by key (see _skipped)."""
     if not snapshot.has_table(spec.name):
         return
-    columns = [c for c in snapshot.columns(spec.name) if c in spec.column_names]
+    present = [c for c in snapshot.columns(spec.name) if c in spec.column_names]
+    columns = [c for c in present if not only or c in only or c in spec.primary_key]
     skip = _skipped(conn, spec.name)
     key = spec.primary_key[0]
     select = f"SELECT {', '.join(map(quote, columns))} FROM {quote(spec.name)} {where}"
@@ -133,13 +137,14 @@ def _user_lookup(conn, catalog, snapshot) -> Outcome:
     )
 
 
-def _busiest_user(conn) -> str | None:
-    row = conn.execute("SELECT user_id FROM tweets GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT 1").fetchone()
+def _a_tweeting_user(conn) -> str | None:
+    """The author of the first tweet by key (through the primary key index: cheap at any size)."""
+    row = conn.execute("SELECT user_id FROM tweets ORDER BY id LIMIT 1").fetchone()
     return row[0] if row else None
 
 
 def _tweets_by_date_range(conn, catalog, snapshot) -> Outcome:
-    user = _busiest_user(conn)
+    user = _a_tweeting_user(conn)
     if user is None:
         return Outcome("app_tweets_by_date_range", True, {"skipped": "no tweets"})
     query = "SELECT id, created_at FROM tweets WHERE user_id = %s AND created_at BETWEEN %s AND %s ORDER BY created_at, id"
@@ -152,13 +157,13 @@ def _tweets_by_date_range(conn, catalog, snapshot) -> Outcome:
     rows = _source(conn, snapshot, catalog.table("tweets"), "WHERE user_id = ?", (user,))
     expected = sorted((r["created_at"], r["id"]) for r in rows if bounds[0] <= r["created_at"] <= bounds[1])
     actual = [(r["created_at"], r["id"]) for r in _pg_rows(conn, query, params, catalog.table("tweets"))]
-    return _compare(
-        "app_tweets_by_date_range", conn, query, params, "idx_tweets_user_created", expected, actual
-    )
+    # (user, date) serves it; for a user with few tweets the planner may rightly prefer the date index
+    indexes = ("idx_tweets_user_created", "idx_tweets_created")
+    return _compare("app_tweets_by_date_range", conn, query, params, indexes, expected, actual)
 
 
 def _reply_filter(conn, catalog, snapshot) -> Outcome:
-    user = _busiest_user(conn)
+    user = _a_tweeting_user(conn)
     if user is None:
         return Outcome("app_reply_filter", True, {"skipped": "no tweets"})
     query = "SELECT id FROM tweets WHERE user_id = %s AND is_reply = false ORDER BY id"
@@ -171,14 +176,12 @@ def _reply_filter(conn, catalog, snapshot) -> Outcome:
 def _probe_word(conn) -> str | None:
     """A word of the tweets that PostgreSQL's english configuration keeps as it is (no stemming, not a
     stop word), so that word search means the same on both sides."""
-    for (text,) in conn.execute("SELECT text FROM tweets ORDER BY md5(id) LIMIT 50"):
-        for word in re.findall(r"[a-z]{5,}", text.lower()):
-            if (
-                conn.execute("SELECT to_tsvector('english', %s)::text", (word,)).fetchone()[0]
-                == f"'{word}':1"
-            ):
-                return word
-    return None
+    row = conn.execute(
+        "SELECT w FROM (SELECT DISTINCT (regexp_matches(lower(text), '[a-z]{5,}', 'g'))[1] AS w"
+        " FROM (SELECT text FROM tweets ORDER BY id LIMIT 50) t) words"
+        " WHERE to_tsvector('english', w)::text = quote_literal(w) || ':1' ORDER BY w LIMIT 1"
+    ).fetchone()
+    return row[0] if row else None
 
 
 def _full_text_search(conn, catalog, snapshot) -> Outcome:
@@ -188,7 +191,12 @@ def _full_text_search(conn, catalog, snapshot) -> Outcome:
         return Outcome("app_full_text_search", True, {"skipped": "no tweets to search"})
     pattern = re.compile(rf"(?<![\w]){re.escape(word)}(?![\w])", re.IGNORECASE)
     expected = sorted(
-        r["id"] for r in _source(conn, snapshot, catalog.table("tweets")) if pattern.search(r["text"])
+        r["id"]
+        # SQLite's LIKE (case-insensitive for ASCII, as the probe word is) narrows the scan to candidates
+        for r in _source(
+            conn, snapshot, catalog.table("tweets"), "WHERE text LIKE ?", (f"%{word}%",), ("text",)
+        )
+        if pattern.search(r["text"])
     )
     actual = [r["id"] for r in _pg_rows(conn, query, (word,), catalog.table("tweets"))]
     return _compare(
@@ -306,7 +314,7 @@ def _refuses_bad_job_status(conn, catalog, snapshot) -> Outcome:
 
 CHECKS: tuple[AppCheck, ...] = (
     AppCheck("app_user_lookup", "users", "The app's user lookup by username answers the same on both sides, through the username index.", _user_lookup),
-    AppCheck("app_tweets_by_date_range", "tweets", "A user's tweets in a date range: same tweets in the same order, through idx_tweets_user_created.", _tweets_by_date_range),
+    AppCheck("app_tweets_by_date_range", "tweets", "A user's tweets in a date range: same tweets in the same order, through idx_tweets_user_created (or _created).", _tweets_by_date_range),
     AppCheck("app_reply_filter", "tweets", "A user's non-reply tweets: the same on both sides, through idx_tweets_user_created.", _reply_filter),
     AppCheck("app_full_text_search", "tweets", "Full-text search for a word returns the tweets containing it, through the GIN index idx_tweets_text.", _full_text_search),
     AppCheck("app_referral_stats", "referral_tracking", "Referral counts per referrer are the same on both sides, through idx_referral_tracking_referrer.", _referral_stats),

@@ -15,6 +15,7 @@ import math
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from functools import cache
 
 import orjson
 
@@ -249,6 +250,7 @@ def text_converter(max_length: int | None) -> Converter:
     return convert_text
 
 
+@cache
 def converter_for(kind: str, max_length: int | None = None) -> Converter:
     """The converter for a catalog column kind."""
     if kind == "text":

@@ -184,10 +184,17 @@ class Snapshot:
                 continue
             careful = False
 
-    def query(self, select: str, params: Sequence = ()) -> Iterator[tuple]:
-        """Rows of a read-only query on the snapshot (TEXT that is not UTF-8 kept as InvalidText)."""
-        self._conn.text_factory = decode_text
-        yield from self._conn.execute(select, params)
+    def query(self, select: str, params: Sequence = ()) -> list[tuple]:
+        """Rows of a read-only query on the snapshot (TEXT that is not UTF-8 kept as InvalidText, read
+        again through the careful decoder when the fast one meets it)."""
+        try:
+            self._conn.text_factory = str
+            return self._conn.execute(select, params).fetchall()
+        except sqlite3.OperationalError as err:
+            if "decode" not in str(err):
+                raise
+            self._conn.text_factory = decode_text
+            return self._conn.execute(select, params).fetchall()
 
     def rows_by_rowid(self, table: str, columns: Sequence[str], rowids: Sequence[int]) -> list[tuple]:
         """The ``(rowid, *values)`` rows with the given rowids (for quarantining them with their values)."""
