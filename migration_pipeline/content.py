@@ -199,7 +199,7 @@ def json_fidelity(
                     texts = [_json_text(v) for v in row[2:]]
                     if _UNLOADABLE not in texts:  # otherwise quarantined by the load: not in the target
                         copy.write_row([str(row[1]), *texts])
-        conn.execute(sql.SQL("ANALYZE {}").format(source))
+        conn.execute(sql.SQL("ANALYZE {}").format(source))  # row count for the planner: a parallel join
         value_ok = [
             sql.SQL("t.{c} IS NOT DISTINCT FROM s.s{i}::jsonb").format(c=sql.Identifier(c), i=sql.SQL(str(i)))
             for i, c in enumerate(json_columns)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import psycopg
 
-from . import audit, changes, conformance, content, verify
+from . import audit, changes, conformance, content, json_sample, verify
 from .catalog import Catalog
 from .source import Snapshot
 
@@ -100,11 +100,18 @@ def _jsonb_fidelity(conn, catalog, table, snapshot_path) -> Outcome:
     load = audit.latest_load(conn, table) or {}
     with Snapshot(snapshot_path) as snap:
         found = content.json_fidelity(conn, snap, spec, load.get("run_id"))
-    problems = tuple(
+        if found["columns"] and len(spec.primary_key) == 1:
+            found["python_parse_sample"] = json_sample.compare_sample(conn, snap, spec, found["columns"])
+    problems = [
         f"{m['key']}.{m['column']}: " + ("value differs" if m["value_differs"] else "jsonb_typeof differs")
         for m in found["mismatches"]
-    )
-    return Outcome("jsonb_fidelity", not problems, found, problems)
+    ]
+    sample = found.get("python_parse_sample", {})
+    problems += [
+        f"{d['key']}.{d['column']}: differs from Python's parse of the source"
+        for d in sample.get("differing", [])
+    ]
+    return Outcome("jsonb_fidelity", not problems, found, tuple(problems))
 
 
 def _schema_conforms(conn, catalog, table, snapshot_path) -> Outcome:
@@ -153,7 +160,7 @@ CHECKS: tuple[CheckDef, ...] = (
     CheckDef(
         "jsonb_fidelity",
         "Every jsonb value equals the source JSON text it came from (same structure, numbers, unicode) and has "
-        "the jsonb_typeof of Python's strict parse of that text.",
+        "that text's JSON type; a sample of rows is also parsed on both sides by Python and compared type-strictly.",
         True,
         _jsonb_fidelity,
         group="json",

@@ -153,3 +153,17 @@ def test_no_load_recorded_fails_with_an_explanation(conn, catalog, tmp_path):
     found = outcomes(conn, catalog, "users", None)
     assert not found["rows_conserved"].passed and "no load of users" in found["rows_conserved"].description
     assert not found["content_parity"].passed and not found["jsonb_fidelity"].passed
+
+
+def test_json_sample_is_an_independent_type_strict_parse(conn, catalog, proven):
+    from migration_pipeline.json_sample import same_json
+
+    assert same_json({"a": [1, 2.0, "x", None]}, {"a": [1.0, 2, "x", None]})
+    assert not same_json({"a": True}, {"a": 1}) and not same_json([1, 2], [2, 1]) and not same_json("1", 1)
+    assert not same_json({"a": 1}, {"a": 1, "b": 2})
+    victim = conn.execute("SELECT min(id) FROM tweets WHERE metadata ? 'likes'").fetchone()[0]
+    silently(conn, 'UPDATE tweets SET metadata = metadata || \'{"likes": "12"}\' WHERE id = %s', (victim,))
+    fidelity = outcomes(conn, catalog, "tweets", proven)["jsonb_fidelity"]
+    sample = fidelity.metadata["python_parse_sample"]
+    assert sample["sampled_rows"] > 100 and sample["differing"] == [{"key": victim, "column": "metadata"}]
+    assert f"{victim}.metadata: differs from Python's parse of the source" in fidelity.problems

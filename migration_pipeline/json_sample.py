@@ -1,0 +1,80 @@
+"""An independent look at JSON fidelity: Python's strict parse of the source against PostgreSQL's jsonb.
+
+In:  a connection, the snapshot, a table spec and a sample size.
+Out: :func:`compare_sample` takes the first rows of the table by key, renders their jsonb as text in
+     PostgreSQL, parses both that text and the source JSON text in Python and compares them type-strictly
+     (true is not 1, "1" is not 1, object keys and array order count; numbers compare by value). The full
+     per-row comparison (content.json_fidelity) parses both sides with PostgreSQL's parser; this sample
+     makes sure that parser itself did not change structure, numbers or unicode.
+Fails: psycopg errors propagate. Reads only.
+"""
+
+from __future__ import annotations
+
+import json
+
+import orjson
+import psycopg
+from psycopg import sql
+
+from . import changes
+from .catalog import TableSpec
+from .source import Snapshot, quote
+
+
+def _parse(text: str) -> object:
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:  # e.g. integers beyond 64 bits, valid JSON all the same
+        return json.loads(text)
+
+
+def same_json(a: object, b: object) -> bool:
+    """JSON equality that tells types apart (Python's True == 1 would not)."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b) and a == b
+    if isinstance(a, int | float) and isinstance(b, int | float):
+        return a == b
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(same_json(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return len(a) == len(b) and all(same_json(x, y) for x, y in zip(a, b, strict=True))
+    return a == b
+
+
+def compare_sample(
+    conn: psycopg.Connection, snapshot: Snapshot, spec: TableSpec, json_columns: list[str], size: int = 2_000
+) -> dict:
+    pk = spec.primary_key[0]
+    cols = sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(c)) for c in json_columns)
+    rows = conn.execute(
+        sql.SQL(
+            "SELECT {pk}::text, {cols} FROM {t} WHERE {pk}::text NOT IN ({changed}) ORDER BY {pk} LIMIT %s"
+        ).format(
+            pk=sql.Identifier(pk),
+            cols=cols,
+            t=sql.Identifier(spec.name),
+            changed=changes.changed_keys_sql(spec.name),
+        ),
+        (size,),
+    ).fetchall()
+    stored = {r[0]: r[1:] for r in rows}
+    select = f"SELECT {quote(pk)}, {', '.join(map(quote, json_columns))} FROM {quote(spec.name)}"
+    as_source = int if spec.column(pk).kind == "integer" else str  # so SQLite can use its key index
+    differing = []
+    keys = list(stored)
+    for start in range(0, len(keys), 500):
+        chunk = keys[start : start + 500]
+        where = f" WHERE {quote(pk)} IN ({','.join('?' * len(chunk))})"
+        for key, *source in snapshot.query(select + where, [as_source(k) for k in chunk]):
+            key = str(key)
+            if key not in stored:
+                continue
+            for name, src, pg in zip(json_columns, source, stored[key], strict=True):
+                src_value = None if src is None else _parse(src) if isinstance(src, str) else src
+                pg_value = None if pg is None else _parse(pg)
+                if not same_json(src_value, pg_value):
+                    differing.append({"key": key, "column": name})
+    return {"sampled_rows": len(stored), "differing": differing[:10], "differing_count": len(differing)}
