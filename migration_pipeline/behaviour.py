@@ -21,6 +21,7 @@ from pathlib import Path
 
 import psycopg
 
+from . import probes
 from .catalog import Catalog, TableSpec
 from .convert import Rejected, converter_for
 from .proof import Outcome
@@ -267,51 +268,6 @@ def _pending_jobs(conn, catalog, snapshot) -> Outcome:
     return _compare("app_pending_jobs", conn, query, (), indexes, expected, actual)
 
 
-def _refused(name: str, conn, attempts: list[tuple[str, tuple, type[psycopg.Error]]]) -> Outcome:
-    """Each attempted write must fail with the expected error; all of it is rolled back."""
-    problems, seen = [], {}
-    with conn.transaction(force_rollback=True):
-        for statement, params, error in attempts:
-            try:
-                with conn.transaction():
-                    conn.execute(statement, params)
-            except error as err:
-                seen[statement] = type(err).__name__
-            except psycopg.Error as err:
-                problems.append(f"{statement!r} failed with {type(err).__name__}, expected {error.__name__}")
-            else:
-                problems.append(f"{statement!r} was accepted; expected {error.__name__}")
-    return Outcome(name, not problems, {"refused": seen}, tuple(problems))
-
-
-def _refuses_duplicate_username(conn, catalog, snapshot) -> Outcome:
-    existing = conn.execute("SELECT username FROM users ORDER BY id LIMIT 1").fetchone()
-    statement = "INSERT INTO users (id, username) VALUES ('__probe_user__', %s)"
-    if existing is None:
-        return _refused("refuses_duplicate_username", conn, [
-            ("INSERT INTO users (id, username) VALUES ('__probe_a__', '__probe__'), ('__probe_b__', '__probe__')", (),
-             psycopg.errors.UniqueViolation)])  # fmt: skip
-    return _refused(
-        "refuses_duplicate_username", conn, [(statement, existing, psycopg.errors.UniqueViolation)]
-    )
-
-
-def _refuses_orphan_tweet(conn, catalog, snapshot) -> Outcome:
-    statement = "INSERT INTO tweets (id, user_id, text, created_at) VALUES ('__probe__', '__no_such_user__', 'x', now())"
-    return _refused("refuses_orphan_tweet", conn, [(statement, (), psycopg.errors.ForeignKeyViolation)])
-
-
-def _refuses_bad_job_status(conn, catalog, snapshot) -> Outcome:
-    attempt = (
-        "INSERT INTO analysis_queue (user_id, status, total_chunks) VALUES ('__probe_user__', 'bogus', 1)"
-    )
-    with conn.transaction(force_rollback=True):  # a parent for the job, so only the CHECK can refuse it
-        conn.execute(
-            "INSERT INTO users (id, username) VALUES ('__probe_user__', '__probe_user__') ON CONFLICT DO NOTHING"
-        )
-        return _refused("refuses_bad_job_status", conn, [(attempt, (), psycopg.errors.CheckViolation)])
-
-
 CHECKS: tuple[AppCheck, ...] = (
     AppCheck("app_user_lookup", "users", "The app's user lookup by username answers the same on both sides, through the username index.", _user_lookup),
     AppCheck("app_tweets_by_date_range", "tweets", "A user's tweets in a date range: same tweets in the same order, through idx_tweets_user_created (or _created).", _tweets_by_date_range),
@@ -320,9 +276,9 @@ CHECKS: tuple[AppCheck, ...] = (
     AppCheck("app_referral_stats", "referral_tracking", "Referral counts per referrer are the same on both sides, through idx_referral_tracking_referrer.", _referral_stats),
     AppCheck("app_funnel_progress", "funnel_progress", "A user's funnel progress reads the same on both sides, through the primary key.", _funnel_progress),
     AppCheck("app_pending_jobs", "analysis_queue", "Pending analysis jobs by priority: same jobs in the same order, through idx_analysis_queue_priority or _status.", _pending_jobs),
-    AppCheck("refuses_duplicate_username", "users", "A second user with an existing username is refused (UNIQUE), in a rolled-back transaction.", _refuses_duplicate_username),
-    AppCheck("refuses_orphan_tweet", "tweets", "A tweet of a user that does not exist is refused (FOREIGN KEY), in a rolled-back transaction.", _refuses_orphan_tweet),
-    AppCheck("refuses_bad_job_status", "analysis_queue", "An analysis job with an unknown status is refused (CHECK valid_status), in a rolled-back transaction.", _refuses_bad_job_status),
+    AppCheck("refuses_duplicate_username", "users", "A second user with an existing username is refused (UNIQUE), in a rolled-back transaction.", probes.refuses_duplicate_username),
+    AppCheck("refuses_orphan_tweet", "tweets", "A tweet of a user that does not exist is refused (FOREIGN KEY), in a rolled-back transaction.", probes.refuses_orphan_tweet),
+    AppCheck("refuses_bad_job_status", "analysis_queue", "An analysis job with an unknown status is refused (CHECK valid_status), in a rolled-back transaction.", probes.refuses_bad_job_status),
 )  # fmt: skip
 
 

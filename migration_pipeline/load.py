@@ -154,12 +154,10 @@ def load_table(
         result.loaded_rows, result.cascaded_deletes = quarantine.replace_content(
             conn, catalog, spec, columns, stage
         )
-        in_target = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))).fetchone()[
-            0
-        ]
-        if in_target != result.loaded_rows:
+        in_target = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))).fetchone()
+        if in_target[0] != result.loaded_rows:
             raise LoadError(
-                f"{table}: {result.loaded_rows} rows loaded but {in_target} in the table; rolling back"
+                f"{table}: {result.loaded_rows} rows loaded but {in_target[0]} in the table; rolling back"
             )
         changes.reset(conn, table)  # this load is the new baseline for the app's changes
         changes.install(conn, spec, columns)
