@@ -48,3 +48,20 @@ CREATE TABLE IF NOT EXISTS migration_audit.row_changes (
     changed_at TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT CURRENT_TIMESTAMP
 );
 CREATE INDEX IF NOT EXISTS idx_row_changes_table_key ON migration_audit.row_changes (table_name, row_key);
+
+-- Monitoring history (migration_pipeline/monitor.py): one sample of PostgreSQL's health per sensor tick,
+-- and every alert raised (once per incident).
+CREATE TABLE IF NOT EXISTS migration_audit.monitor_samples (
+    id BIGSERIAL PRIMARY KEY,
+    sampled_at TIMESTAMP WITH TIME ZONE NOT NULL,
+    sample JSONB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS idx_monitor_samples_at ON migration_audit.monitor_samples (sampled_at);
+CREATE TABLE IF NOT EXISTS migration_audit.monitor_alerts (
+    id BIGSERIAL PRIMARY KEY,
+    raised_at TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    kind TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    message TEXT NOT NULL,
+    numbers JSONB NOT NULL
+);

@@ -48,6 +48,10 @@ class MigrationResource(ConfigurableResource):
             self._pool.close()
             self._pool = None
 
+    def pool(self) -> ConnectionPool | None:
+        """The pool this process opened (None before the first connection), for its stats."""
+        return self._pool
+
     @contextmanager
     def connection(self) -> Iterator[psycopg.Connection]:
         """A pooled connection to the target database (the pool opens on first use)."""
