@@ -25,6 +25,9 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
+from .catalog import Catalog, load_catalog
+from .target import apply_schema
+
 
 @dataclass(frozen=True)
 class Thresholds:
@@ -66,6 +69,10 @@ def _rows(conn: psycopg.Connection, query: str, params: tuple = ()) -> list[dict
 
 
 def _has_pg_stat_statements(conn) -> bool:
+    """Whether pg_stat_statements can be read here; created in this database when the server preloads
+    it (the embedded one does) but it is not yet installed."""
+    if conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'pg_stat_statements'").fetchone():
+        return True
     try:
         with conn.transaction():
             conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
@@ -133,16 +140,22 @@ def _transactions(conn, database: str, previous: dict | None) -> dict:
 
 
 def _queries(conn, top: int) -> dict:
-    """pg_stat_statements of this database: normalized statements only (constants become $1...)."""
-    columns = (
-        "queryid::text AS queryid, left(query, 500) AS query, calls, round(mean_exec_time::numeric, 2)::float AS mean_ms,"
-        " round(max_exec_time::numeric, 2)::float AS max_ms, round(total_exec_time::numeric, 2)::float AS total_ms"
+    """pg_stat_statements of this database, read once: normalized statements only (constants become $1...)."""
+    rows = _rows(
+        conn,
+        "SELECT * FROM (SELECT queryid::text AS queryid, left(query, 500) AS query, calls,"
+        " round(mean_exec_time::numeric, 2)::float AS mean_ms, round(max_exec_time::numeric, 2)::float AS max_ms,"
+        " round(total_exec_time::numeric, 2)::float AS total_ms,"
+        " rank() OVER (ORDER BY total_exec_time DESC) AS by_total, rank() OVER (ORDER BY mean_exec_time DESC) AS by_mean"
+        " FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        " AND query NOT ILIKE '%%pg_stat_statements%%') ranked WHERE by_total <= %s OR by_mean <= %s",
+        (top, top),
     )
-    where = "dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) AND query NOT ILIKE '%%pg_stat_statements%%'"
+    strip = ("by_total", "by_mean")
     return {
         "available": True,
-        "top_by_total_time": _rows(conn, f"SELECT {columns} FROM pg_stat_statements WHERE {where} ORDER BY total_exec_time DESC LIMIT %s", (top,)),
-        "slowest_by_mean": _rows(conn, f"SELECT {columns} FROM pg_stat_statements WHERE {where} ORDER BY mean_exec_time DESC LIMIT %s", (top,)),
+        "top_by_total_time": [{k: v for k, v in r.items() if k not in strip} for r in sorted(rows, key=lambda r: r["by_total"]) if r["by_total"] <= top],
+        "slowest_by_mean": [{k: v for k, v in r.items() if k not in strip} for r in sorted(rows, key=lambda r: r["by_mean"]) if r["by_mean"] <= top],
     }  # fmt: skip
 
 
@@ -204,8 +217,19 @@ def new_incidents(alerts: list[Alert], open_incidents: set[str]) -> tuple[list[A
     return [a for a in alerts if a.incident not in open_incidents], now_open
 
 
-def record(conn: psycopg.Connection, sample: dict, alerts: list[Alert]) -> None:
-    """Keep the sample and the newly raised alerts in migration_audit (history for queries and plots)."""
+def record(
+    conn: psycopg.Connection, sample: dict, alerts: list[Alert], catalog: Catalog | None = None
+) -> None:
+    """Keep the sample and the newly raised alerts in migration_audit (history for queries and plots);
+    the audit tables are created from schema/ the first time they are missing."""
+    try:
+        _record(conn, sample, alerts)
+    except psycopg.errors.UndefinedTable:
+        apply_schema(conn, catalog or load_catalog())
+        _record(conn, sample, alerts)
+
+
+def _record(conn: psycopg.Connection, sample: dict, alerts: list[Alert]) -> None:
     with conn.transaction():
         conn.execute(
             "INSERT INTO migration_audit.monitor_samples (sampled_at, sample) VALUES (%s, %s)",

@@ -51,12 +51,19 @@ def _ensure_database(params: dict[str, str], database: str) -> None:
         raise TargetError(f"cannot create database {database}: {redact(str(err))}") from None
 
 
+_ENSURED: set[str] = set()  # databases this process already found or created
+
+
 def conninfo(settings: Settings) -> str:
-    """A connection string for the target database, which exists once this returns."""
+    """A connection string for the target database, which exists once this returns (checked once per
+    process: sensors call this on every tick)."""
     params = _server_conninfo(settings)
     params.pop("dbname", None)
-    _ensure_database(params, settings.database)
-    return make_conninfo(**params, dbname=settings.database)
+    result = make_conninfo(**params, dbname=settings.database)
+    if result not in _ENSURED:
+        _ensure_database(params, settings.database)
+        _ENSURED.add(result)
+    return result
 
 
 def connect(settings: Settings, *, autocommit: bool = True) -> psycopg.Connection:

@@ -53,3 +53,45 @@ def test_schedule_defaults_and_configuration():
     assert custom.cron_schedule == "*/30 * * * *" and custom.default_status == DefaultScheduleStatus.STOPPED
     requests = schedule.evaluate_tick(build_schedule_context()).run_requests
     assert len(requests) == 1
+
+
+def test_monitor_sensor_skips_when_quiet_and_alerts_once(database, sample_db, monkeypatch):
+    from dagster import SensorResult, build_sensor_context
+
+    from migration_pipeline.defs.monitoring import postgres_monitor
+
+    resources = {"migration": MigrationResource(sqlite_path=str(sample_db), pg_database=database)}
+    instance = DagsterInstance.ephemeral()
+
+    def tick(cursor=None):
+        with build_sensor_context(instance=instance, resources=resources, cursor=cursor) as context:
+            return postgres_monitor(context)
+
+    quiet = tick()
+    assert isinstance(quiet, SensorResult) and not quiet.run_requests
+    assert "all thresholds respected" in quiet.skip_reason.skip_message
+    assert quiet.asset_events[0].asset_key.path == ["monitoring", "postgres_health"]
+
+    monkeypatch.setenv("MONITOR_POOL_UTILIZATION", "0.0001")
+    alerted = tick(quiet.cursor)
+    assert [r.tags["alert/kind"] for r in alerted.run_requests] == ["connections"]
+    config = alerted.run_requests[0].run_config["ops"]["raise_alert"]["config"]
+    assert "connections in use" in config["message"]
+    again = tick(alerted.cursor)
+    assert not again.run_requests and "1 still open: connections:server" in again.skip_reason.skip_message
+
+
+def test_alert_job_fails_visibly_with_the_numbers():
+    from migration_pipeline.defs.monitoring import postgres_alert
+
+    result = postgres_alert.execute_in_process(
+        run_config={"ops": {"raise_alert": {"config": {
+            "kind": "slow_query", "subject": "42", "message": "mean 900 ms >= 500 ms: SELECT pg_sleep($1)",
+            "numbers": '{"mean_ms": 900}'}}}},
+        raise_on_error=False,
+    )  # fmt: skip
+    assert not result.success
+    failure = result.get_step_failure_events()[0].step_failure_data.user_failure_data
+    assert "SELECT pg_sleep($1)" in failure.description and failure.metadata["numbers"].value == {
+        "mean_ms": 900
+    }

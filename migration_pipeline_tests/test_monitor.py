@@ -150,3 +150,30 @@ def test_history_is_recorded(conn, target):
 def test_thresholds_from_environment():
     t = monitor.Thresholds.from_env({"MONITOR_SLOW_QUERY_MS": "250", "MONITOR_LOCK_WAITS": "3"})
     assert t.slow_query_ms == 250.0 and t.lock_waits == 3 and t.deadlocks == 1
+
+
+def test_load_generator_plays_the_app_workload_and_stays_within_thresholds(conn, catalog, target, tmp_path):
+    from migration_pipeline import loadgen, proof
+
+    before = monitor.take_sample(conn)
+    result = loadgen.run(target, concurrency=4, seconds=2.0)
+    assert not result.errors, result.errors
+    assert set(result.operations) == {
+        "date_range",
+        "full_text",
+        "tweet_batch",
+        "profile_upsert",
+        "funnel_update",
+        "referral",
+    }
+    deadline = time.monotonic() + 8  # statistics reach the server asynchronously
+    while True:
+        sample = monitor.take_sample(conn, previous=before)
+        if sample["transactions"]["new_commits"] >= result.total or time.monotonic() > deadline:
+            break
+        time.sleep(0.25)
+    assert sample["transactions"]["new_commits"] >= result.total
+    assert monitor.evaluate(sample, QUIET) == []
+    # the workload's writes are app writes: the migration's checks still hold, following the change log
+    for outcome in proof.run(conn, catalog, "tweets", tmp_path / "run-1.snapshot.db"):
+        assert outcome.passed or outcome.name == "quarantine", (outcome.name, outcome.problems)

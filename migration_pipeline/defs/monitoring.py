@@ -21,8 +21,6 @@ from dagster import (
 )
 
 from .. import monitor
-from ..catalog import load_catalog
-from ..target import apply_schema
 from .resources import MigrationResource
 
 HEALTH_KEY = AssetKey(["monitoring", "postgres_health"])
@@ -92,7 +90,6 @@ def _headline(sample: dict) -> dict:
 def postgres_monitor(context: SensorEvaluationContext, migration: MigrationResource) -> SensorResult:
     state = orjson.loads(context.cursor) if context.cursor else {}
     with migration.connection() as conn:
-        apply_schema(conn, load_catalog())
         sample = monitor.take_sample(conn, migration.pool(), state.get("previous"))
         alerts = monitor.evaluate(sample, monitor.Thresholds.from_env())
         fresh, still_open = monitor.new_incidents(alerts, set(state.get("open", [])))
