@@ -69,14 +69,14 @@ def _rows(conn: psycopg.Connection, query: str, params: tuple = ()) -> list[dict
 
 
 def _has_pg_stat_statements(conn) -> bool:
-    """Whether pg_stat_statements can be read here; created in this database when the server preloads
-    it (the embedded one does) but it is not yet installed."""
-    if conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'pg_stat_statements'").fetchone():
-        return True
+    """Whether pg_stat_statements can be read here. Created in this database when missing (it works when
+    the server preloads it, as the embedded one does); an extension that exists but is not preloaded
+    cannot be read, and counts as missing."""
     try:
         with conn.transaction():
-            conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
-            conn.execute("SELECT 1 FROM pg_stat_statements LIMIT 1")
+            if not conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'pg_stat_statements'").fetchone():
+                conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            conn.execute("SELECT 1 FROM pg_stat_statements(false) LIMIT 1")
         return True
     except psycopg.Error:
         return False
