@@ -58,3 +58,23 @@ def test_a_dropped_constraint_lets_a_violation_through_and_is_noticed(conn, cata
     assert "was accepted; expected CheckViolation" in found["refuses_bad_job_status"].description
     assert not found["refuses_duplicate_username"].passed
     assert not found["app_user_lookup"].passed  # its index went with the constraint
+
+
+def test_full_text_parity_holds_for_words_that_stem_alike(conn, catalog, tmp_path):
+    from migration_pipeline.sample_data import generate
+
+    from .helpers import sqlite_exec
+
+    source = generate(tmp_path / "words.db", users=5, tweets=0, bad_fraction=0)
+    texts = {"a0": "music night", "a1": "a musical evening", "a2": "musician life", "a3": "MUSIC!"}
+    sqlite_exec(
+        source,
+        *(
+            f"INSERT INTO tweets (id, user_id, text, created_at) VALUES ('{k}', 'u0', '{v}', 0)"
+            for k, v in texts.items()
+        ),
+    )
+    migrate(conn, catalog, source, "run-w", tmp_path)
+    fts = outcomes(conn, catalog, tmp_path / "run-w.snapshot.db")["app_full_text_search"]
+    assert fts.passed, fts.problems
+    assert fts.metadata["word"] == "music" and fts.metadata["answer_size"] == 3  # a0, a1 (musical), a3
