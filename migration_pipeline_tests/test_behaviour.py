@@ -78,3 +78,10 @@ def test_full_text_parity_holds_for_words_that_stem_alike(conn, catalog, tmp_pat
     fts = outcomes(conn, catalog, tmp_path / "run-w.snapshot.db")["app_full_text_search"]
     assert fts.passed, fts.problems
     assert fts.metadata["word"] == "music" and fts.metadata["answer_size"] == 3  # a0, a1 (musical), a3
+
+
+def test_full_text_parity_on_a_slice_of_a_larger_table(conn, catalog, proven, monkeypatch):
+    monkeypatch.setattr(behaviour, "FTS_SLICE", 500)
+    fts = outcomes(conn, catalog, proven)["app_full_text_search"]
+    assert fts.passed, fts.problems
+    assert fts.metadata["compared_up_to_key"] is not None and 0 < fts.metadata["answer_size"] < 500
