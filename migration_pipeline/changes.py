@@ -44,7 +44,9 @@ def _function(table: str) -> sql.Identifier:
     return sql.Identifier("migration_audit", f"log_changes__{table}")
 
 
-def _hash(columns: Sequence[str], alias: str) -> sql.Composable:
+def row_hash(columns: Sequence[str], alias: str) -> sql.Composable:
+    """The 64-bit hash of a row's text over ``columns`` (the unit of content.Checksum; rendered under
+    fixed TimeZone/DateStyle by its callers). Zero when no column is covered."""
     if not columns:
         return sql.SQL("0")
     cols = sql.SQL(", ").join(
@@ -71,7 +73,7 @@ def install(conn: psycopg.Connection, spec: TableSpec, columns: Sequence[str]) -
             name=sql.Literal(spec.name),
             op=sql.Literal(op),
             key=_key(spec, "r"),
-            hash=_hash(columns, "r"),
+            hash=row_hash(columns, "r"),
             rows=rows,
         )
 

@@ -50,13 +50,6 @@ def _fixed_rendering(conn: psycopg.Connection) -> None:
     conn.execute("SET LOCAL IntervalStyle = 'postgres'")
 
 
-def _row_hash(columns: Sequence[str], alias: str = "t") -> sql.Composable:
-    cols = sql.SQL(", ").join(
-        sql.SQL("{}.{}").format(sql.Identifier(alias), sql.Identifier(c)) for c in columns
-    )
-    return sql.SQL("('x' || left(md5(ROW({})::text), 16))::bit(64)::bigint").format(cols)
-
-
 def checksum(conn: psycopg.Connection, relation: sql.Composable, columns: Sequence[str]) -> Checksum:
     """The checksum of ``relation`` over ``columns`` (call inside a transaction)."""
     _fixed_rendering(conn)
@@ -64,7 +57,9 @@ def checksum(conn: psycopg.Connection, relation: sql.Composable, columns: Sequen
         rows = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(relation)).fetchone()[0]
         return Checksum(rows, 0, ())
     rows, total = conn.execute(
-        sql.SQL("SELECT count(*), coalesce(sum({}), 0) FROM {} t").format(_row_hash(columns), relation)
+        sql.SQL("SELECT count(*), coalesce(sum({}), 0) FROM {} t").format(
+            changes.row_hash(columns, "t"), relation
+        )
     ).fetchone()
     return Checksum(rows, int(total), tuple(columns))
 
