@@ -38,6 +38,19 @@ def test_migrate_then_reverify_in_process(database, sample_db, catalog):
         if e.is_step_materialization and e.asset_key.path == ["audit", "verification_report"]
     ]
     assert report and report[0].materialization.metadata["verdict"].value == "passed"
+    tweets = next(
+        e.materialization
+        for e in migrated.get_asset_materialization_events()
+        if e.materialization.asset_key.path == ["postgres", "tweets"]
+    )
+    lineage = tweets.metadata["dagster/column_lineage"].value.deps_by_column
+    assert lineage["created_at"][0].asset_key.path == ["sqlite", "snapshot"] and len(lineage) == 8
+    node = defs.resolve_asset_graph().get(tweets.asset_key)
+    assert node.code_version and node.owners == ["team:migration"]
+    columns = {c.name: c for c in node.metadata["dagster/column_schema"].columns}
+    assert columns["is_reply"].type == "boolean" and "0/1" in columns["is_reply"].description
+    assert columns["id"].type == "varchar(255)" and columns["id"].constraints.unique
+    assert not columns["text"].constraints.nullable and "jsonb" in columns["metadata"].description
 
     verified = defs.resolve_job_def("reverify").execute_in_process(instance=instance, raise_on_error=False)
     assert verified.success

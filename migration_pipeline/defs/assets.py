@@ -16,9 +16,11 @@ from ..catalog import TableSpec, load_catalog
 from ..load import LoadResult, load_table
 from ..sample_data import generate
 from ..source import Snapshot, take_snapshot
+from .lineage import code_version, column_lineage, table_schema
 from .resources import MigrationResource
 
 SNAPSHOT_KEY = AssetKey(["sqlite", "snapshot"])
+CODE_VERSION = code_version()
 PROGRESS_EVERY_S = 5.0
 SAMPLE_SIZE = {"users": 1_000, "tweets": 20_000}
 
@@ -94,6 +96,12 @@ def _metadata(spec: TableSpec, result: LoadResult) -> dict:
         "rows_per_s": round(result.rows_per_second, 1),
         "defaulted_columns": MetadataValue.json(list(result.defaulted_columns)),
         "cascaded_deletes": MetadataValue.json(result.cascaded_deletes),
+        "dagster/column_lineage": column_lineage(
+            SNAPSHOT_KEY,
+            [c for c in spec.column_names if c not in result.defaulted_columns]
+            if result.source_present
+            else [],
+        ),
         "quarantine_sql": MetadataValue.md(
             "```sql\nSELECT source_key, column_name, reason, raw_row\n"
             "FROM migration_audit.rejected_rows\n"
@@ -110,6 +118,9 @@ def table_asset(spec: TableSpec) -> AssetsDefinition:
         deps=[SNAPSHOT_KEY, *(target_key(p) for p in spec.parents)],
         group_name="target",
         kinds={"postgres"},
+        code_version=CODE_VERSION,
+        owners=["team:migration"],
+        metadata={"dagster/column_schema": table_schema(spec), "dagster/table_name": f"public.{spec.name}"},
         description=(
             f"PostgreSQL table `{spec.name}`, replaced in one transaction with the snapshot's rows: every value "
             "converted by the value rules, bulk-loaded with COPY; rows that cannot load exactly (bad values, "

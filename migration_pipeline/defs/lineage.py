@@ -1,0 +1,67 @@
+"""What the UI shows about each target table: its schema from schema/, column lineage, code version."""
+
+import hashlib
+from pathlib import Path
+
+from dagster import (
+    AssetKey,
+    TableColumn,
+    TableColumnConstraints,
+    TableColumnDep,
+    TableColumnLineage,
+    TableSchema,
+)
+
+from ..catalog import SCHEMA_DIR, TableSpec
+
+_PACKAGE = Path(__file__).resolve().parent.parent
+# The code that decides what lands in a table: a change to any of it, or to the DDL, is a new version.
+_VERSIONED = ("convert.py", "load.py", "quarantine.py", "source.py", "catalog.py", "changes.py", "content.py")
+
+CONVERSIONS = {
+    "text": "SQLite TEXT → {type}: valid UTF-8, no NUL{limit}; an integer becomes its decimal text",
+    "timestamptz": "SQLite DATETIME → timestamptz: 'YYYY-MM-DD HH:MM:SS' as UTC, ISO 8601, epoch s/ms, Twitter dates",
+    "jsonb": "SQLite JSON text → jsonb after a strict parse (no NaN, quotes or reprs); SQL NULL stays NULL",
+    "boolean": "SQLite BOOLEAN 0/1, '0'/'1', 'true'/'false' → boolean",
+    "integer": "SQLite INTEGER → integer within PostgreSQL's range (integral reals and integer text too)",
+}
+
+
+def code_version() -> str:
+    digest = hashlib.sha256()
+    for name in _VERSIONED:
+        digest.update((_PACKAGE / name).read_bytes())
+    for ddl in sorted(SCHEMA_DIR.glob("*.sql")):
+        digest.update(ddl.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+_SQL_NAMES = {"bool": "boolean", "int4": "integer"}
+
+
+def _type(column) -> str:
+    if column.max_length:
+        return f"varchar({column.max_length})"
+    return _SQL_NAMES.get(column.pg_type, column.pg_type)
+
+
+def table_schema(spec: TableSpec) -> TableSchema:
+    unique = {key[0] for key in (spec.primary_key, *spec.unique) if len(key) == 1}
+    return TableSchema(
+        columns=[
+            TableColumn(
+                name=c.name,
+                type=_type(c),
+                description=CONVERSIONS[c.kind].format(
+                    type=_type(c), limit=f", at most {c.max_length} characters" if c.max_length else ""
+                ),
+                constraints=TableColumnConstraints(nullable=not c.not_null, unique=c.name in unique),
+            )
+            for c in spec.columns
+        ]
+    )
+
+
+def column_lineage(source: AssetKey, columns) -> TableColumnLineage:
+    """Each loaded column comes from the column of the same name in the source snapshot."""
+    return TableColumnLineage({c: [TableColumnDep(asset_key=source, column_name=c)] for c in columns})
