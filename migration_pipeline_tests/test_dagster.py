@@ -43,8 +43,14 @@ def test_migrate_then_reverify_in_process(database, sample_db, catalog):
         for e in migrated.get_asset_materialization_events()
         if e.materialization.asset_key.path == ["postgres", "tweets"]
     )
+    observations = [e.asset_observation_data.asset_observation for e in migrated.all_events
+                    if e.event_type_value == "ASSET_OBSERVATION"]  # fmt: skip
+    observed = {o.asset_key.path[-1]: o for o in observations}
+    assert set(observed) == set(catalog.names)
+    assert observed["tweets"].metadata["dagster/row_count"].value == 3_000
+    assert all(o.metadata["present"].value for o in observations)  # the sample has the queue tables too
     lineage = tweets.metadata["dagster/column_lineage"].value.deps_by_column
-    assert lineage["created_at"][0].asset_key.path == ["sqlite", "snapshot"] and len(lineage) == 8
+    assert lineage["created_at"][0].asset_key.path == ["sqlite", "tweets"] and len(lineage) == 8
     node = defs.resolve_asset_graph().get(tweets.asset_key)
     assert node.code_version and node.owners == ["team:migration"]
     columns = {c.name: c for c in node.metadata["dagster/column_schema"].columns}

@@ -5,7 +5,9 @@ import time
 from dagster import (
     AssetExecutionContext,
     AssetKey,
+    AssetObservation,
     AssetsDefinition,
+    AssetSpec,
     Failure,
     MaterializeResult,
     MetadataValue,
@@ -20,6 +22,23 @@ from .lineage import code_version, column_lineage, table_schema
 from .resources import MigrationResource
 
 SNAPSHOT_KEY = AssetKey(["sqlite", "snapshot"])
+
+
+def source_key(table: str) -> AssetKey:
+    return AssetKey(["sqlite", table])
+
+
+# The app's SQLite tables: external assets (never materialized here), observed by every snapshot.
+SOURCE_TABLES = [
+    AssetSpec(
+        source_key(name),
+        group_name="source",
+        kinds={"sqlite"},
+        description=f"Table `{name}` of the app's SQLite database (SQLITE_PATH), read only and never written; "
+        "each snapshot records its row count and the file's fingerprint as an observation.",
+    )
+    for name in load_catalog().names
+]
 CODE_VERSION = code_version()
 PROGRESS_EVERY_S = 5.0
 SAMPLE_SIZE = {"users": 1_000, "tweets": 20_000}
@@ -31,6 +50,7 @@ def target_key(table: str) -> AssetKey:
 
 @asset(
     key=SNAPSHOT_KEY,
+    deps=[spec.key for spec in SOURCE_TABLES],
     group_name="source",
     kinds={"sqlite"},
     description=(
@@ -55,6 +75,19 @@ def source_snapshot(context: AssetExecutionContext, migration: MigrationResource
         generate(settings.sqlite_path, **SAMPLE_SIZE)
         generated = True
     info = take_snapshot(settings.sqlite_path, migration.snapshot_path)
+    for spec in SOURCE_TABLES:  # a changed source shows as new observations of its tables
+        table = spec.key.path[-1]
+        context.log_event(
+            AssetObservation(
+                asset_key=spec.key,
+                metadata={
+                    "present": table in info.tables,
+                    "dagster/row_count": info.tables.get(table, 0),
+                    "source_bytes": info.source_size,
+                    "snapshot_sha256": info.snapshot_sha256,
+                },
+            )
+        )
     return MaterializeResult(
         metadata={
             "source_path": MetadataValue.path(str(info.source_path.resolve())),
@@ -97,7 +130,7 @@ def _metadata(spec: TableSpec, result: LoadResult) -> dict:
         "defaulted_columns": MetadataValue.json(list(result.defaulted_columns)),
         "cascaded_deletes": MetadataValue.json(result.cascaded_deletes),
         "dagster/column_lineage": column_lineage(
-            SNAPSHOT_KEY,
+            source_key(spec.name),
             [c for c in spec.column_names if c not in result.defaulted_columns]
             if result.source_present
             else [],

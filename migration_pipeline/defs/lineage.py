@@ -63,5 +63,5 @@ def table_schema(spec: TableSpec) -> TableSchema:
 
 
 def column_lineage(source: AssetKey, columns) -> TableColumnLineage:
-    """Each loaded column comes from the column of the same name in the source snapshot."""
+    """Each loaded column comes from the column of the same name in the app's SQLite table."""
     return TableColumnLineage({c: [TableColumnDep(asset_key=source, column_name=c)] for c in columns})
