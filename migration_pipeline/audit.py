@@ -99,19 +99,3 @@ def latest_load(conn: psycopg.Connection, table: str) -> dict | None:
             "SELECT * FROM migration_audit.table_loads WHERE table_name = %s ORDER BY finished_at DESC LIMIT 1",
             (table,),
         ).fetchone()
-
-
-def rejected_keys(conn: psycopg.Connection, table: str, keys: Sequence[str]) -> set[str]:
-    """Which of ``keys`` were quarantined from ``table`` in its latest load."""
-    if not keys:
-        return set()
-    rows = conn.execute(
-        """
-        SELECT DISTINCT source_key FROM migration_audit.rejected_rows
-        WHERE table_name = %s AND source_key = ANY(%s) AND run_id = (
-            SELECT run_id FROM migration_audit.table_loads WHERE table_name = %s
-            ORDER BY finished_at DESC LIMIT 1)
-        """,
-        (table, list(keys), table),
-    ).fetchall()
-    return {r[0] for r in rows}

@@ -137,7 +137,8 @@ def _init(paths: dict[str, Path], user: str | None) -> None:
         import pwd
         import stat
 
-        uid, gid = pwd.getpwnam(user).pw_uid, pwd.getpwnam(user).pw_gid
+        entry = pwd.getpwnam(user)
+        uid, gid = entry.pw_uid, entry.pw_gid
         ensure_prefix_permissions(paths["data"])
         ensure_folder_permissions(
             POSTGRES_BIN_PATH.parent, stat.S_IRGRP | stat.S_IROTH | stat.S_IXGRP | stat.S_IXOTH
@@ -150,9 +151,7 @@ def _init(paths: dict[str, Path], user: str | None) -> None:
     pwfile = paths["root"] / ".pwfile"
     pwfile.write_text(paths["password"].read_text())
     if user is not None:
-        import pwd
-
-        os.chown(pwfile, pwd.getpwnam(user).pw_uid, pwd.getpwnam(user).pw_gid)
+        os.chown(pwfile, uid, gid)
     try:
         _pg(
             "initdb",
