@@ -13,7 +13,6 @@ import base64
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 
 import orjson
 import psycopg
@@ -26,7 +25,8 @@ class Rejection:
     rowid: int
     source_key: str
     column: str | None
-    reason: str
+    reason: str  # for a person: what is wrong with which value
+    kind: str  # its short category, for counting ("tweet_data: invalid JSON", "user_id: orphan")
 
 
 def _raw_value(value: object) -> object:
@@ -57,38 +57,48 @@ def write_rejections(
             "DELETE FROM migration_audit.rejected_rows WHERE run_id = %s AND table_name = %s", (run_id, table)
         )
         with cur.copy(
-            "COPY migration_audit.rejected_rows (run_id, table_name, source_key, column_name, reason, raw_row)"
-            " FROM STDIN"
+            "COPY migration_audit.rejected_rows"
+            " (run_id, table_name, source_key, column_name, reason, kind, raw_row) FROM STDIN"
         ) as copy:
-            for rejection, raw in rows:
-                copy.write_row((run_id, table, rejection.source_key, rejection.column, rejection.reason, raw))
+            for r, raw in rows:
+                copy.write_row((run_id, table, r.source_key, r.column, r.reason, r.kind, raw))
                 written += 1
     return written
 
 
 def record_table_load(
-    conn: psycopg.Connection,
-    *,
-    run_id: str,
-    table: str,
-    source_rows: int,
-    loaded_rows: int,
-    rejected_rows: int,
-    checksum: str | None,
-    started_at: datetime,
-    finished_at: datetime,
+    conn: psycopg.Connection, result, origin: dict, code_version: str, mode: str = "full"
 ) -> None:
+    """The table_loads row of a load (``result``: a ``LoadResult``) with its provenance: ``origin`` as
+    ``Snapshot.origin()`` gives it, the code version, and ``mode`` ('full' or 'delta')."""
     conn.execute(
         """
         INSERT INTO migration_audit.table_loads
-            (run_id, table_name, source_rows, loaded_rows, rejected_rows, checksum, started_at, finished_at)
-        VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+            (run_id, table_name, source_rows, loaded_rows, rejected_rows, checksum, started_at, finished_at,
+             mode, source_path, snapshot_sha256, snapshot_taken_at, code_version)
+        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
         ON CONFLICT (run_id, table_name) DO UPDATE SET
             source_rows = EXCLUDED.source_rows, loaded_rows = EXCLUDED.loaded_rows,
             rejected_rows = EXCLUDED.rejected_rows, checksum = EXCLUDED.checksum,
-            started_at = EXCLUDED.started_at, finished_at = EXCLUDED.finished_at
+            started_at = EXCLUDED.started_at, finished_at = EXCLUDED.finished_at, mode = EXCLUDED.mode,
+            source_path = EXCLUDED.source_path, snapshot_sha256 = EXCLUDED.snapshot_sha256,
+            snapshot_taken_at = EXCLUDED.snapshot_taken_at, code_version = EXCLUDED.code_version
         """,
-        (run_id, table, source_rows, loaded_rows, rejected_rows, checksum, started_at, finished_at),
+        (
+            result.run_id,
+            result.table,
+            result.source_rows,
+            result.loaded_rows,
+            result.rejected_rows,
+            result.checksum,
+            result.started_at,
+            result.finished_at,
+            mode,
+            origin["source_path"],
+            origin["snapshot_sha256"],
+            origin["taken_at"],
+            code_version,
+        ),
     )
 
 

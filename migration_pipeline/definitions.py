@@ -6,12 +6,19 @@ from .defs.assets import SOURCE_TABLES, source_snapshot, target_assets
 from .defs.checks import target_checks
 from .defs.jobs import migrate_job, reverify_job
 from .defs.monitoring import postgres_alert, postgres_health, postgres_monitor
-from .defs.report import verification_report
+from .defs.report import provenance_report, verification_report
 from .defs.resources import MigrationResource
 from .defs.schedules import reverify_schedule
 
 defs = Definitions(
-    assets=[*SOURCE_TABLES, source_snapshot, *target_assets(), verification_report, postgres_health],
+    assets=[
+        *SOURCE_TABLES,
+        source_snapshot,
+        *target_assets(),
+        verification_report,
+        provenance_report,
+        postgres_health,
+    ],
     asset_checks=target_checks(),
     jobs=[migrate_job, reverify_job, postgres_alert],
     sensors=[postgres_monitor],

@@ -25,6 +25,7 @@ from . import audit, changes, content, quarantine
 from .audit import Rejection
 from .catalog import Catalog, TableSpec
 from .convert import Rejected, converter_for
+from .provenance import code_version
 from .source import Snapshot
 from .target import apply_schema
 
@@ -49,6 +50,7 @@ class LoadResult:
     checksum: str | None = None  # content.Checksum of the loaded rows, computed before they entered the table
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    origin: dict = field(default_factory=dict)  # the snapshot's provenance (Snapshot.origin())
 
     @property
     def seconds(self) -> float:
@@ -115,7 +117,7 @@ def stage_rows(
                         out.append(converted)
                 except Rejected as err:
                     key = _source_key(spec, columns, row)
-                    spool.add(Rejection(row[0], key, name, err.reason), f"{name}: {err.kind}", row[1:])
+                    spool.add(Rejection(row[0], key, name, err.reason, f"{name}: {err.kind}"), row[1:])
                 else:
                     copy.write_row(out)
             source_rows += len(batch)
@@ -170,17 +172,8 @@ def load_table(
                 f"{table}: {result.source_rows} source rows but {result.loaded_rows} loaded + "
                 f"{result.rejected_rows} quarantined; rolling back"
             )
-        audit.record_table_load(
-            conn,
-            run_id=run_id,
-            table=table,
-            source_rows=result.source_rows,
-            loaded_rows=result.loaded_rows,
-            rejected_rows=result.rejected_rows,
-            checksum=result.checksum,
-            started_at=result.started_at,
-            finished_at=result.finished_at,
-        )
+        result.origin = snapshot.origin()
+        audit.record_table_load(conn, result, result.origin, code_version())
     return result
 
 

@@ -45,9 +45,9 @@ class Spool:
     def __exit__(self, *exc) -> None:
         self._file.close()
 
-    def add(self, rejection: Rejection, kind: str, values: Sequence[object]) -> None:
-        self.kinds[kind] += 1
-        record = (rejection.rowid, rejection.source_key, rejection.column, rejection.reason)
+    def add(self, rejection: Rejection, values: Sequence[object]) -> None:
+        self.kinds[rejection.kind] += 1
+        record = (rejection.rowid, rejection.source_key, rejection.column, rejection.reason, rejection.kind)
         self._file.write(orjson.dumps(record) + b"\t" + raw_row_json(self.columns, values).encode() + b"\n")
 
     def drain(self) -> Iterator[tuple[Rejection, str]]:
@@ -192,7 +192,7 @@ def constraint_rejections(
             raw = {row[0]: row for row in snapshot.rows_by_rowid(spec.name, columns, [b[0] for b in batch])}
             for rowid, column, kind, reason in batch:
                 row = raw[rowid]
-                spool.add(Rejection(rowid, source_key(row), column, reason), kind, row[1:])
+                spool.add(Rejection(rowid, source_key(row), column, reason, kind), row[1:])
 
 
 def _cascade_delete(

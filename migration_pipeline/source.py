@@ -16,7 +16,10 @@ import os
 import sqlite3
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
+
+import orjson
 
 from .convert import decode_text
 from .local_postgres import state_dir
@@ -108,11 +111,28 @@ def take_snapshot(source_path: Path, snapshot_path: Path) -> SnapshotInfo:
     except sqlite3.DatabaseError as err:
         partial.unlink(missing_ok=True)
         raise SourceError(f"cannot read SQLite source {source_path}: {err}") from err
+    taken_at = datetime.now(UTC)
     os.replace(partial, snapshot_path)
     with Snapshot(snapshot_path) as snap:
         counts = {name: snap.count(name) for name in snap.table_names()}
-    stat = source_path.stat()
-    return SnapshotInfo(snapshot_path, source_path, stat.st_size, file_sha256(snapshot_path), counts)
+    info = SnapshotInfo(
+        snapshot_path, source_path, source_path.stat().st_size, file_sha256(snapshot_path), counts
+    )
+    snap_stat = snapshot_path.stat()
+    origin = {
+        "source_path": str(source_path.resolve()),
+        "snapshot_sha256": info.snapshot_sha256,
+        "taken_at": taken_at.isoformat(),
+        "snapshot_state": [snap_stat.st_size, snap_stat.st_mtime_ns],
+    }
+    sidecar = _origin_path(snapshot_path)
+    sidecar.with_name(partial.name + ".json").write_bytes(orjson.dumps(origin))
+    os.replace(sidecar.with_name(partial.name + ".json"), sidecar)
+    return info
+
+
+def _origin_path(snapshot_path: Path) -> Path:
+    return snapshot_path.with_name(snapshot_path.name + ".origin.json")
 
 
 def default_snapshot_path(settings: Settings) -> Path:
@@ -139,6 +159,18 @@ class Snapshot:
 
     def close(self) -> None:
         self._conn.close()
+
+    def origin(self) -> dict:
+        """Where this snapshot came from: ``source_path``, ``snapshot_sha256``, ``taken_at`` (ISO 8601),
+        as :func:`take_snapshot` recorded them beside it; for a file it did not record (or one replaced
+        since), the file's own sha256 and no source or time."""
+        stat = self.path.stat()
+        sidecar = _origin_path(self.path)
+        if sidecar.is_file():
+            origin = orjson.loads(sidecar.read_bytes())
+            if origin.pop("snapshot_state") == [stat.st_size, stat.st_mtime_ns]:
+                return origin
+        return {"source_path": None, "snapshot_sha256": file_sha256(self.path), "taken_at": None}
 
     def table_names(self) -> list[str]:
         rows = self._conn.execute(

@@ -38,6 +38,12 @@ def test_migrate_then_reverify_in_process(database, sample_db, catalog):
         if e.is_step_materialization and e.asset_key.path == ["audit", "verification_report"]
     ]
     assert report and report[0].materialization.metadata["verdict"].value == "passed"
+    [origin] = [e.materialization for e in migrated.get_asset_materialization_events()
+                if e.materialization.asset_key.path == ["audit", "provenance"]]  # fmt: skip
+    assert origin.metadata["tables"].value["tweets"]["run_id"] == migrated.run_id
+    assert (
+        "## tweets" in origin.metadata["report"].value and not origin.metadata["loaded_by_older_code"].value
+    )
     tweets = next(
         e.materialization
         for e in migrated.get_asset_materialization_events()
@@ -49,6 +55,12 @@ def test_migrate_then_reverify_in_process(database, sample_db, catalog):
     assert set(observed) == set(catalog.names)
     assert observed["tweets"].metadata["dagster/row_count"].value == 3_000
     assert all(o.metadata["present"].value for o in observations)  # the sample has the queue tables too
+    assert tweets.metadata["run_id"].value == migrated.run_id
+    assert (
+        tweets.metadata["code_version"].value == defs.resolve_asset_graph().get(tweets.asset_key).code_version
+    )
+    assert migrated.run_id in tweets.metadata["table_load_sql"].value
+    assert migrated.run_id in tweets.metadata["quarantine_sql"].value
     lineage = tweets.metadata["dagster/column_lineage"].value.deps_by_column
     assert lineage["created_at"][0].asset_key.path == ["sqlite", "tweets"] and len(lineage) == 8
     node = defs.resolve_asset_graph().get(tweets.asset_key)

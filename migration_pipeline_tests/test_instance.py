@@ -9,6 +9,7 @@ from dagster import DagsterInstance, job, op
 from psycopg import sql
 
 from migration_pipeline.instance import DAGSTER_HOME, instance_env
+from migration_pipeline.settings import load_settings
 
 
 @op
@@ -48,3 +49,48 @@ def test_runs_and_events_are_stored_in_postgres(server, settings, monkeypatch):
     finally:
         with psycopg.connect(**server, autocommit=True) as admin:
             admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database)))
+
+
+def test_a_configured_server_holds_the_instance_with_its_own_credentials(server, tmp_path, monkeypatch):
+    """An external server by configuration (PG_HOST/PG_PORT/PG_USER/PG_PASSWORD, as in .env.migration):
+    here a separate login role with its own password on the test server, which the embedded defaults
+    know nothing about."""
+    role, password = f"ops_{uuid.uuid4().hex[:8]}", "Ext-" + uuid.uuid4().hex
+    database = f"test_instance_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(**server, autocommit=True) as admin:
+        admin.execute(
+            sql.SQL("CREATE ROLE {} LOGIN CREATEDB PASSWORD {}").format(sql.Identifier(role), password)
+        )
+    env_file = tmp_path / ".env.migration"
+    env_file.write_text(
+        f"PG_HOST=127.0.0.1\nPG_PORT={server['port']}\nPG_USER={role}\nPG_PASSWORD={password}\n"
+        f"PG_DATABASE=twitter_analysis_db\nDAGSTER_PG_DB={database}\n"
+    )
+    for key in ("PG_DSN", "PG_HOST", "PG_PORT", "PG_USER", "PG_PASSWORD", "PG_DATABASE", "DAGSTER_PG_DB"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.chdir(tmp_path)
+    try:
+        settings = load_settings()
+        assert not settings.embedded and password not in settings.describe()
+        env = instance_env(settings)
+        assert (env["DAGSTER_PG_USER"], env["DAGSTER_PG_PASSWORD"], env["DAGSTER_PG_DB"]) == (
+            role,
+            password,
+            database,
+        )
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        with DagsterInstance.from_config(str(DAGSTER_HOME)) as instance:
+            result = tiny.execute_in_process(instance=instance)
+            assert instance.get_run_by_id(result.run_id).is_success
+        with psycopg.connect(**{**server, "dbname": database}) as conn:
+            owner = conn.execute("SELECT tableowner FROM pg_tables WHERE tablename = 'runs'").fetchone()[0]
+            assert owner == role  # created through the configured credentials, not the embedded superuser
+            assert (
+                conn.execute("SELECT count(*) FROM runs WHERE run_id = %s", (result.run_id,)).fetchone()[0]
+                == 1
+            )
+    finally:
+        with psycopg.connect(**server, autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database)))
+            admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))

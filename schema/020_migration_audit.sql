@@ -12,6 +12,7 @@ CREATE TABLE IF NOT EXISTS migration_audit.rejected_rows (
     source_key TEXT,
     column_name TEXT,
     reason TEXT NOT NULL,
+    kind TEXT, -- the reason's short category ("tweet_data: invalid JSON", "user_id: orphan"), for counts
     raw_row JSONB NOT NULL,
     rejected_at TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT CURRENT_TIMESTAMP
 );
@@ -30,9 +31,34 @@ CREATE TABLE IF NOT EXISTS migration_audit.table_loads (
     checksum TEXT,
     started_at TIMESTAMP WITH TIME ZONE NOT NULL,
     finished_at TIMESTAMP WITH TIME ZONE NOT NULL,
+    -- Provenance: how the rows were applied ('full': the table replaced; 'delta': only changed rows),
+    -- where they came from (the app's file, the sha256 of the snapshot they were read from and when it
+    -- was taken) and which code converted them (the code version the Dagster assets show).
+    mode TEXT NOT NULL DEFAULT 'full',
+    source_path TEXT,
+    snapshot_sha256 TEXT,
+    snapshot_taken_at TIMESTAMP WITH TIME ZONE,
+    code_version TEXT,
     PRIMARY KEY (run_id, table_name),
     CONSTRAINT table_loads_conservation CHECK (source_rows = loaded_rows + rejected_rows)
 );
+
+-- Audit tables created by an earlier version of this file gain the provenance columns (checked first, so
+-- the usual case takes no lock).
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM information_schema.columns WHERE table_schema = 'migration_audit'
+                   AND table_name = 'table_loads' AND column_name = 'code_version') THEN
+        ALTER TABLE migration_audit.table_loads
+            ADD COLUMN IF NOT EXISTS mode TEXT NOT NULL DEFAULT 'full',
+            ADD COLUMN IF NOT EXISTS source_path TEXT,
+            ADD COLUMN IF NOT EXISTS snapshot_sha256 TEXT,
+            ADD COLUMN IF NOT EXISTS snapshot_taken_at TIMESTAMP WITH TIME ZONE,
+            ADD COLUMN IF NOT EXISTS code_version TEXT;
+        ALTER TABLE migration_audit.rejected_rows ADD COLUMN IF NOT EXISTS kind TEXT;
+    END IF;
+END
+$$;
 
 -- Rows the app changed in a migrated table since its last load (the change log): written by
 -- statement-level triggers that each load installs on the table it loaded (see

@@ -16,9 +16,10 @@ from dagster import (
 
 from ..catalog import TableSpec, load_catalog
 from ..load import LoadResult, load_table
+from ..provenance import code_version, load_sql, quarantine_sql
 from ..sample_data import generate
 from ..source import Snapshot, take_snapshot
-from .lineage import code_version, column_lineage, table_schema
+from .lineage import column_lineage, table_schema
 from .resources import MigrationResource
 
 SNAPSHOT_KEY = AssetKey(["sqlite", "snapshot"])
@@ -135,11 +136,13 @@ def _metadata(spec: TableSpec, result: LoadResult) -> dict:
             if result.source_present
             else [],
         ),
-        "quarantine_sql": MetadataValue.md(
-            "```sql\nSELECT source_key, column_name, reason, raw_row\n"
-            "FROM migration_audit.rejected_rows\n"
-            f"WHERE run_id = '{result.run_id}' AND table_name = '{spec.name}';\n```"
-        ),
+        "run_id": result.run_id,
+        "code_version": CODE_VERSION,
+        "source_path": result.origin.get("source_path") or "not recorded",
+        "snapshot_sha256": result.origin.get("snapshot_sha256"),
+        "table_load_sql": MetadataValue.md(f"```sql\n{load_sql(result.run_id, spec.name)}\n```"),
+        "quarantine_sql": MetadataValue.md(f"```sql\n{quarantine_sql(result.run_id, spec.name)}\n```"),
+        "provenance": "python -m migration_pipeline.provenance --table " + spec.name,
     }
 
 

@@ -1,8 +1,5 @@
 """What the UI shows about each target table: its schema from schema/, column lineage, code version."""
 
-import hashlib
-from pathlib import Path
-
 from dagster import (
     AssetKey,
     TableColumn,
@@ -12,11 +9,7 @@ from dagster import (
     TableSchema,
 )
 
-from ..catalog import SCHEMA_DIR, TableSpec
-
-_PACKAGE = Path(__file__).resolve().parent.parent
-# The code that decides what lands in a table: a change to any of it, or to the DDL, is a new version.
-_VERSIONED = ("convert.py", "load.py", "quarantine.py", "source.py", "catalog.py", "changes.py", "content.py")
+from ..catalog import TableSpec
 
 CONVERSIONS = {
     "text": "SQLite TEXT → {type}: valid UTF-8, no NUL{limit}; an integer becomes its decimal text",
@@ -25,15 +18,6 @@ CONVERSIONS = {
     "boolean": "SQLite BOOLEAN 0/1, '0'/'1', 'true'/'false' → boolean",
     "integer": "SQLite INTEGER → integer within PostgreSQL's range (integral reals and integer text too)",
 }
-
-
-def code_version() -> str:
-    digest = hashlib.sha256()
-    for name in _VERSIONED:
-        digest.update((_PACKAGE / name).read_bytes())
-    for ddl in sorted(SCHEMA_DIR.glob("*.sql")):
-        digest.update(ddl.read_bytes())
-    return digest.hexdigest()[:16]
 
 
 _SQL_NAMES = {"bool": "boolean", "int4": "integer"}

@@ -1,8 +1,9 @@
-"""The verification report as an asset (group audit), after every table."""
+"""The audit assets (group audit), after every table: the verification report and the provenance of each table."""
 
 from dagster import AssetExecutionContext, AssetKey, MaterializeResult, MetadataValue, asset
 
-from .. import report
+from .. import provenance, report
+from ..audit import latest_load
 from ..catalog import load_catalog
 from ..local_postgres import state_dir
 from .assets import target_key
@@ -35,6 +36,47 @@ def verification_report(context: AssetExecutionContext, migration: MigrationReso
             "path": MetadataValue.path(str(path)),
             "verdict": "FAILED" if failed else "passed",
             "failed_tables": MetadataValue.json(failed),
+            "report": MetadataValue.md(text),
+        }
+    )
+
+
+@asset(
+    key=AssetKey(["audit", "provenance"]),
+    deps=[target_key(name) for name in load_catalog().names],
+    group_name="audit",
+    kinds={"markdown"},
+    description=(
+        "For every table: where its rows came from (the app's file and the snapshot's sha256), when (run, "
+        "start and end), with which code version, what was quarantined by reason with the SQL to list those "
+        "rows, and its earlier loads (also: python -m migration_pipeline.provenance [--table T])."
+    ),
+)
+def provenance_report(context: AssetExecutionContext, migration: MigrationResource) -> MaterializeResult:
+    catalog = load_catalog()
+    with migration.connection() as conn:
+        text = provenance.render(conn, catalog)
+        latest = {name: latest_load(conn, name) for name in catalog.names}
+    path = state_dir() / "reports" / f"provenance-{context.run_id}.md"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    summary = {
+        name: {
+            k: str(load[k])
+            for k in ("run_id", "mode", "finished_at", "code_version", "loaded_rows", "rejected_rows")
+        }
+        if load
+        else None
+        for name, load in latest.items()
+    }
+    stale = [n for n, load in latest.items() if load and load["code_version"] != provenance.code_version()]
+    if stale:
+        context.log.warning(f"loaded by another code version than the current one: {', '.join(stale)}")
+    return MaterializeResult(
+        metadata={
+            "path": MetadataValue.path(str(path)),
+            "tables": MetadataValue.json(summary),
+            "loaded_by_older_code": MetadataValue.json(stale),
             "report": MetadataValue.md(text),
         }
     )
