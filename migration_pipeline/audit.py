@@ -58,10 +58,10 @@ def write_rejections(
         )
         with cur.copy(
             "COPY migration_audit.rejected_rows"
-            " (run_id, table_name, source_key, column_name, reason, kind, raw_row) FROM STDIN"
+            " (run_id, table_name, source_key, source_rowid, column_name, reason, kind, raw_row) FROM STDIN"
         ) as copy:
             for r, raw in rows:
-                copy.write_row((run_id, table, r.source_key, r.column, r.reason, r.kind, raw))
+                copy.write_row((run_id, table, r.source_key, r.rowid, r.column, r.reason, r.kind, raw))
                 written += 1
     return written
 

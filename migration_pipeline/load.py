@@ -14,7 +14,7 @@ Fails: :class:`LoadError` for a source that cannot be mapped onto the schema (ex
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -90,14 +90,15 @@ def plan_columns(snapshot: Snapshot, spec: TableSpec) -> tuple[tuple[str, ...], 
 
 def stage_rows(
     conn: psycopg.Connection,
-    snapshot: Snapshot,
+    batches: Iterable[list[tuple]],
     spec: TableSpec,
     columns: tuple[str, ...],
     stage: sql.Identifier,
     spool: quarantine.Spool,
     progress: ProgressCallback | None,
 ) -> int:
-    """Convert every source row and COPY the good ones into the staging table; returns source rows."""
+    """Convert every source row (``batches`` of ``(rowid, *values)``, e.g. ``Snapshot.stream``) and COPY the
+    good ones into the staging table; returns source rows."""
     converters = [converter_for(spec.column(c).kind, spec.column(c).max_length) for c in columns]
     not_null = [spec.column(c).not_null for c in columns]
     targets = list(zip(columns, converters, not_null, strict=True))
@@ -106,7 +107,7 @@ def stage_rows(
         stage, sql.SQL(", ").join(map(sql.Identifier, ("_rowid", *columns)))
     )
     with conn.cursor() as cur, cur.copy(copy_sql) as copy:
-        for batch in snapshot.stream(spec.name, columns):
+        for batch in batches:
             for row in batch:
                 out = [row[0]]
                 try:
@@ -148,7 +149,8 @@ def load_table(
         changes.remove(conn, table)
         stage = quarantine.create_stage(conn, spec, columns)
         if result.source_present:
-            result.source_rows = stage_rows(conn, snapshot, spec, columns, stage, spool, progress)
+            batches = snapshot.stream(spec.name, columns)
+            result.source_rows = stage_rows(conn, batches, spec, columns, stage, spool, progress)
         quarantine.constraint_rejections(
             conn, catalog, spec, columns, stage, spool, snapshot, lambda row: _source_key(spec, columns, row)
         )
@@ -179,6 +181,12 @@ def load_table(
 
 def _finish(conn: psycopg.Connection, spec: TableSpec) -> None:
     """Sequences past the highest id, then fresh planner statistics."""
+    set_sequences(conn, spec)
+    conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(spec.name)))
+
+
+def set_sequences(conn: psycopg.Connection, spec: TableSpec) -> None:
+    """Each SERIAL column's sequence hands out ids past the table's highest."""
     table = sql.Identifier(spec.name)
     for column in spec.serial_columns:
         col = sql.Identifier(column)
@@ -189,7 +197,6 @@ def _finish(conn: psycopg.Connection, spec: TableSpec) -> None:
             ).format(c=col, t=table),
             (spec.name, column),
         )
-    conn.execute(sql.SQL("ANALYZE {}").format(table))
 
 
 def load_all(

@@ -33,6 +33,9 @@ SUPERUSER = "postgres"
 SYSTEM_USER = "embedded_postgres"
 SERVER_OPTIONS = (
     "-c shared_preload_libraries=pg_stat_statements",
+    # room for the statements of many databases at once (the tests give each test its own) before the
+    # least used entries are evicted
+    "-c pg_stat_statements.max=20000",
     "-c max_wal_size=4GB",
     "-c checkpoint_timeout=15min",
 )

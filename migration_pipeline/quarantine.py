@@ -29,6 +29,8 @@ REJECTS = sql.Identifier("_rejects")
 # From this many rows on, a table without dependants is loaded with its secondary indexes and foreign
 # keys dropped and rebuilt once (cheaper than maintaining them row by row).
 BULK_ROWS = 20_000
+# the kinds of a foreign-key rejection ("<column>: orphan"): whether it holds depends on the parent table
+ORPHAN, PARENT_QUARANTINED = "orphan", "parent quarantined"
 
 
 class Spool:
@@ -140,8 +142,8 @@ def _reject_orphans(conn, catalog: Catalog, spec: TableSpec, columns, stage: sql
                 "col": fk.columns[0],
                 "parent": fk.parent,
                 "target": target,
-                "kind_q": f"{fk.columns[0]}: parent quarantined",
-                "kind_o": f"{fk.columns[0]}: orphan",
+                "kind_q": f"{fk.columns[0]}: {PARENT_QUARANTINED}",
+                "kind_o": f"{fk.columns[0]}: {ORPHAN}",
             },
         )
 
@@ -253,6 +255,37 @@ def _secondary_structures_rebuilt(conn: psycopg.Connection, table: str) -> Itera
         )
 
 
+def release_unique_values(conn, spec: TableSpec, columns: Sequence[str], stage: sql.Identifier) -> None:
+    """Rows about to take each other's UNIQUE values (two users swapping usernames) would collide in a
+    single UPDATE, since PostgreSQL checks uniqueness row by row: first give every row whose unique text
+    value changes a throwaway value, then the UPDATE sets the real ones. Inside the sync's transaction,
+    so no one ever sees the throwaway values."""
+    t = sql.Identifier(spec.name)
+    on = sql.SQL(" AND ").join(
+        sql.SQL("{t}.{c} = s.{c}").format(t=t, c=sql.Identifier(c)) for c in spec.primary_key
+    )
+    for key in spec.unique:
+        if not set(key) <= set(columns) or any(spec.column(c).kind != "text" for c in key):
+            continue
+        cols = [sql.Identifier(c) for c in key]
+        widths = [sql.Literal(spec.column(c).max_length or 64) for c in key]
+        conn.execute(
+            sql.SQL("UPDATE {t} SET {set} FROM {s} s WHERE {on} AND ({old}) IS DISTINCT FROM ({new})").format(
+                t=t,
+                s=stage,
+                on=on,
+                set=sql.SQL(", ").join(
+                    sql.SQL("{c} = left('~delta~' || md5(random()::text || {t}.ctid::text), {n})").format(
+                        c=c, t=t, n=n
+                    )
+                    for c, n in zip(cols, widths, strict=True)
+                ),
+                old=sql.SQL(", ").join(sql.SQL("{}.{}").format(t, c) for c in cols),
+                new=sql.SQL(", ").join(sql.SQL("s.{}").format(c) for c in cols),
+            )
+        )
+
+
 def replace_content(
     conn: psycopg.Connection, catalog: Catalog, spec: TableSpec, columns: Sequence[str], stage: sql.Identifier
 ) -> tuple[int, dict[str, int]]:
@@ -291,6 +324,7 @@ def replace_content(
         sql.SQL(", ").join(sql.SQL("EXCLUDED.{}").format(sql.Identifier(c)) for c in others),
     )
     action = sql.SQL("DO UPDATE SET {} WHERE {}").format(update, changed) if others else sql.SQL("DO NOTHING")
+    release_unique_values(conn, spec, columns, stage)
     conn.execute(
         sql.SQL("INSERT INTO {t} ({cols}) SELECT {cols} FROM {s} ON CONFLICT ({pk}) {action}").format(
             t=table, cols=cols, s=stage, pk=pk, action=action

@@ -14,10 +14,11 @@ from __future__ import annotations
 import hashlib
 import os
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 
 import orjson
 
@@ -26,6 +27,7 @@ from .local_postgres import state_dir
 from .settings import Settings
 
 BATCH_ROWS = 5_000
+T = TypeVar("T")
 
 
 class SourceError(RuntimeError):
@@ -44,7 +46,7 @@ class SnapshotInfo:
 _SIDE_FILES = ("-wal", "-shm", "-journal")
 
 
-def _state(path: Path) -> tuple:
+def file_state(path: Path) -> tuple:
     """What changes when anyone writes the database: the main file's size and mtime, and which of
     its side files exist (a WAL-mode writer creates -wal, a rollback-mode writer -journal)."""
     stat = path.stat()
@@ -65,28 +67,29 @@ def _backup(uri: str, partial: Path) -> None:
         source.close()
 
 
-def _copy(path: Path, partial: Path) -> None:
-    """Copy ``path`` into ``partial`` without ever writing beside the source.
+def read_consistently(path: Path, read: Callable[[str], T]) -> T:
+    """``read(uri)`` of the live source in one consistent state, without ever writing beside it.
 
     While the app has the file open in WAL mode (its -wal/-shm exist), read through SQLite's locking
     (``mode=ro``), as any reader must. Otherwise SQLite would create -wal/-shm files for a read-only
-    WAL connection, so read with ``immutable=1`` (no locks, no side files) and accept the copy only
+    WAL connection, so read with ``immutable=1`` (no locks, no side files) and accept the result only
     if nothing changed meanwhile: any writer in either journal mode changes the file or creates a side
-    file. A source that keeps changing is then read through ``mode=ro`` after all."""
+    file. A source that keeps changing is then read through ``mode=ro`` after all. ``read`` must do
+    all its reading in one SQLite read transaction."""
     base = path.resolve().as_uri()
     for _attempt in range(3):
-        before = _state(path)
+        before = file_state(path)
         if any(before[2]):
             break
         try:
-            _backup(f"{base}?mode=ro&immutable=1", partial)
+            result = read(f"{base}?mode=ro&immutable=1")
         except sqlite3.DatabaseError:
-            if _state(path) == before:
+            if file_state(path) == before:
                 raise  # a real error, not a torn read of a file being written
             continue
-        if _state(path) == before:
-            return
-    _backup(f"{base}?mode=ro", partial)
+        if file_state(path) == before:
+            return result
+    return read(f"{base}?mode=ro")
 
 
 def file_sha256(path: Path) -> str:
@@ -99,7 +102,7 @@ def file_sha256(path: Path) -> str:
 
 def take_snapshot(source_path: Path, snapshot_path: Path) -> SnapshotInfo:
     """Copy the live source into ``snapshot_path`` (replaced atomically) in one read transaction,
-    never writing the source or creating files beside it (see :func:`_copy`)."""
+    never writing the source or creating files beside it (see :func:`read_consistently`)."""
     snapshot_path.parent.mkdir(parents=True, exist_ok=True)
     partial = snapshot_path.with_name(snapshot_path.name + f".{os.getpid()}.partial")
     partial.unlink(missing_ok=True)
@@ -107,7 +110,7 @@ def take_snapshot(source_path: Path, snapshot_path: Path) -> SnapshotInfo:
     if not source_path.is_file():
         raise SourceError(f"SQLite source {source_path} does not exist or is not a file")
     try:
-        _copy(source_path, partial)
+        read_consistently(source_path, lambda uri: _backup(uri, partial))
     except sqlite3.DatabaseError as err:
         partial.unlink(missing_ok=True)
         raise SourceError(f"cannot read SQLite source {source_path}: {err}") from err
@@ -118,21 +121,28 @@ def take_snapshot(source_path: Path, snapshot_path: Path) -> SnapshotInfo:
     info = SnapshotInfo(
         snapshot_path, source_path, source_path.stat().st_size, file_sha256(snapshot_path), counts
     )
-    snap_stat = snapshot_path.stat()
-    origin = {
-        "source_path": str(source_path.resolve()),
-        "snapshot_sha256": info.snapshot_sha256,
-        "taken_at": taken_at.isoformat(),
-        "snapshot_state": [snap_stat.st_size, snap_stat.st_mtime_ns],
-    }
-    sidecar = _origin_path(snapshot_path)
-    sidecar.with_name(partial.name + ".json").write_bytes(orjson.dumps(origin))
-    os.replace(sidecar.with_name(partial.name + ".json"), sidecar)
+    record_origin(snapshot_path, source_path, info.snapshot_sha256, taken_at)
     return info
 
 
 def _origin_path(snapshot_path: Path) -> Path:
     return snapshot_path.with_name(snapshot_path.name + ".origin.json")
+
+
+def record_origin(snapshot_path: Path, source_path: Path, identity: str, taken_at: datetime) -> None:
+    """Record beside ``snapshot_path`` where its content came from (see :meth:`Snapshot.origin`):
+    ``identity`` is the sha256 of the snapshot as taken, or of the change set a delta sync applied to it."""
+    stat = snapshot_path.stat()
+    origin = {
+        "source_path": str(Path(source_path).resolve()),
+        "snapshot_sha256": identity,
+        "taken_at": taken_at.isoformat(),
+        "snapshot_state": [stat.st_size, stat.st_mtime_ns],
+    }
+    sidecar = _origin_path(snapshot_path)
+    partial = sidecar.with_name(f"{sidecar.name}.{os.getpid()}.partial")
+    partial.write_bytes(orjson.dumps(origin))
+    os.replace(partial, sidecar)
 
 
 def default_snapshot_path(settings: Settings) -> Path:

@@ -82,4 +82,9 @@ def test_audit_tables_of_an_earlier_version_gain_the_provenance_columns(conn, ca
             "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = 'migration_audit'"
         )
     }
-    assert {("table_loads", "code_version"), ("table_loads", "mode"), ("rejected_rows", "kind")} <= columns
+    assert {
+        ("table_loads", "code_version"),
+        ("table_loads", "mode"),
+        ("rejected_rows", "kind"),
+        ("rejected_rows", "source_rowid"),
+    } <= columns

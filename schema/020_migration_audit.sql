@@ -10,6 +10,7 @@ CREATE TABLE IF NOT EXISTS migration_audit.rejected_rows (
     run_id TEXT NOT NULL,
     table_name TEXT NOT NULL,
     source_key TEXT,
+    source_rowid BIGINT, -- the row's rowid in the snapshot it was read from
     column_name TEXT,
     reason TEXT NOT NULL,
     kind TEXT, -- the reason's short category ("tweet_data: invalid JSON", "user_id: orphan"), for counts
@@ -48,14 +49,16 @@ CREATE TABLE IF NOT EXISTS migration_audit.table_loads (
 DO $$
 BEGIN
     IF NOT EXISTS (SELECT FROM information_schema.columns WHERE table_schema = 'migration_audit'
-                   AND table_name = 'table_loads' AND column_name = 'code_version') THEN
+                   AND table_name = 'rejected_rows' AND column_name = 'source_rowid') THEN
         ALTER TABLE migration_audit.table_loads
             ADD COLUMN IF NOT EXISTS mode TEXT NOT NULL DEFAULT 'full',
             ADD COLUMN IF NOT EXISTS source_path TEXT,
             ADD COLUMN IF NOT EXISTS snapshot_sha256 TEXT,
             ADD COLUMN IF NOT EXISTS snapshot_taken_at TIMESTAMP WITH TIME ZONE,
             ADD COLUMN IF NOT EXISTS code_version TEXT;
-        ALTER TABLE migration_audit.rejected_rows ADD COLUMN IF NOT EXISTS kind TEXT;
+        ALTER TABLE migration_audit.rejected_rows
+            ADD COLUMN IF NOT EXISTS kind TEXT,
+            ADD COLUMN IF NOT EXISTS source_rowid BIGINT;
     END IF;
 END
 $$;
@@ -74,6 +77,21 @@ CREATE TABLE IF NOT EXISTS migration_audit.row_changes (
     changed_at TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT CURRENT_TIMESTAMP
 );
 CREATE INDEX IF NOT EXISTS idx_row_changes_table_key ON migration_audit.row_changes (table_name, row_key);
+
+-- One row per cutover (migration_pipeline/cutover.py): state says, at every step, where it stands and
+-- what an operator should do if it stopped there.
+CREATE TABLE IF NOT EXISTS migration_audit.cutovers (
+    run_id TEXT PRIMARY KEY,
+    source_path TEXT NOT NULL,
+    state TEXT NOT NULL,
+    started_at TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    updated_at TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    rounds INTEGER,
+    last_round_rows BIGINT,
+    freeze_seconds DOUBLE PRECISION,
+    final_rows BIGINT,
+    verified BOOLEAN
+);
 
 -- Monitoring history (migration_pipeline/monitor.py): one sample of PostgreSQL's health per sensor tick,
 -- and every alert raised (once per incident).
