@@ -19,7 +19,16 @@ from .test_delta import _outcome, other_conn  # noqa: F401 (fixture)
 
 def _writer(path, *extra):
     return subprocess.Popen(
-        [sys.executable, "-m", "migration_pipeline.app_writer", "--db", str(path), "--seconds", "120", *extra],
+        [
+            sys.executable,
+            "-m",
+            "migration_pipeline.app_writer",
+            "--db",
+            str(path),
+            "--seconds",
+            "120",
+            *extra,
+        ],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -64,7 +73,9 @@ def test_cutover_with_a_writer_ends_identical(conn, other_conn, catalog, tmp_pat
     state, verified, freeze_seconds = conn.execute(
         "SELECT state, verified, freeze_seconds FROM migration_audit.cutovers WHERE run_id = 'cut-1'"
     ).fetchone()
-    assert verified and state.startswith("verified") and freeze_seconds == pytest.approx(result.freeze_seconds)
+    assert (
+        verified and state.startswith("verified") and freeze_seconds == pytest.approx(result.freeze_seconds)
+    )
 
     migrate(other_conn, catalog, source, "fresh", tmp_path)
     assert _outcome(conn, catalog) == _outcome(other_conn, catalog)  # contents, checksums, quarantine

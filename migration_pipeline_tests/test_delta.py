@@ -105,7 +105,9 @@ def test_sync_moves_only_the_changes_and_equals_a_full_load(conn, other_conn, ca
     # of 3,000 rows only the changed ones, those quarantined before, and the deleted user's tweets
     assert tweets.restaged <= tweets.added + quarantined_before + 20
     usage = result.tables["referral_usage_log"]  # the declined-referral orphans ('NO') got their parent
-    assert usage.added == usage.removed == 0 and 0 < usage.inserted <= usage.restaged < usage.result.source_rows
+    assert (
+        usage.added == usage.removed == 0 and 0 < usage.inserted <= usage.restaged < usage.result.source_rows
+    )
     assert not delta.changeset_path(baseline).exists()
 
     migrate(other_conn, catalog, source, "full-2", tmp_path)
