@@ -43,9 +43,6 @@ from .target import apply_schema
 
 MODE = "delta"
 _BATCH = 5_000
-# values whose storage class differs while SQLite's IS compares them equal (1 and 1.0) load differently
-# only where the converter keeps the text: text and JSON columns
-_CLASS_SENSITIVE = {"text", "jsonb"}
 
 
 class DeltaError(RuntimeError):
@@ -101,6 +98,28 @@ def _columns(db: sqlite3.Connection, schema: str, table: str) -> tuple[str, ...]
     return tuple(r[1] for r in db.execute(f"PRAGMA {schema}.table_info({quote(table)})"))
 
 
+def _untyped(db: sqlite3.Connection, schema: str, table: str) -> set[str]:
+    """Columns with BLOB ("none") affinity, by SQLite's rules for declared types: the only ones that can
+    hold both 1 and 1.0, which ``IS`` compares equal (INTEGER/NUMERIC affinity stores 1.0 as 1, REAL
+    stores 1 as 1.0, TEXT stores both as text)."""
+    untyped = set()
+    for _, name, declared, *_ in db.execute(f"PRAGMA {schema}.table_info({quote(table)})"):
+        declared = (declared or "").upper()
+        if "INT" in declared or any(t in declared for t in ("CHAR", "CLOB", "TEXT")):
+            continue
+        if "BLOB" in declared or not declared:
+            untyped.add(name)
+    return untyped
+
+
+def _differs(columns: Sequence[str], untyped: set[str]) -> str:
+    """SQL: the old row ``o`` and new row ``n`` differ in a value, compared byte for byte (BINARY, whatever
+    the column's collation), or in its storage class where the value alone cannot tell."""
+    values = [f"o.{quote(c)} IS NOT n.{quote(c)} COLLATE BINARY" for c in columns]
+    classes = [f"typeof(o.{quote(c)}) <> typeof(n.{quote(c)})" for c in columns if c in untyped]
+    return " OR ".join(values + classes)
+
+
 def _tables(db: sqlite3.Connection, schema: str) -> set[str]:
     rows = db.execute(
         f"SELECT name FROM {schema}.sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
@@ -137,18 +156,13 @@ def _diff(baseline: Path, source_uri: str, out: Path, catalog: Catalog) -> dict[
             q = quote(t)
             cols = ", ".join(quote(c) for c in columns)
             new_cols = ", ".join(f"n.{quote(c)}" for c in columns)
-            changed = [f"o.{quote(c)} IS NOT n.{quote(c)}" for c in columns]
-            changed += [
-                f"typeof(o.{quote(c)}) <> typeof(n.{quote(c)})"
-                for c in columns
-                if c in spec.column_names and spec.column(c).kind in _CLASS_SENSITIVE
-            ]
+            changed = _differs(columns, _untyped(db, "src", t) | _untyped(db, "main", t))
             db.execute(
                 f"CREATE TABLE cs.{q} (_rowid INTEGER PRIMARY KEY, {cols})"
             )  # no types: values kept as-is
             db.execute(
                 f"INSERT INTO cs.{q} SELECT n.rowid, {new_cols} FROM src.{q} n LEFT JOIN main.{q} o"
-                f" ON o.rowid = n.rowid WHERE o.rowid IS NULL OR {' OR '.join(changed)}"
+                f" ON o.rowid = n.rowid WHERE o.rowid IS NULL OR {changed}"
             )
             db.execute(f"CREATE TABLE cs.{_gone(t)} (_rowid INTEGER PRIMARY KEY)")
             db.execute(
@@ -188,46 +202,50 @@ def _meta(path: Path) -> dict[str, str]:
 
 
 class NewState:
-    """The source as synced, read from the baseline plus the change set (both immutable here): per
-    table a view ``new.<table>`` of ``(_rowid, *columns)``. Offers what quarantine needs of a snapshot."""
+    """The source as synced, read from the baseline plus the change set (both immutable here): a table's
+    rows are the baseline's minus the old versions (``cs._gone_<table>``) plus the change set's new
+    versions (``cs.<table>``). Every read goes to the two parts separately, so lookups by rowid or key
+    use the baseline's b-trees instead of scanning. Offers what quarantine needs of a snapshot."""
 
     def __init__(self, baseline: Path, changeset: Path, tables: dict[str, tuple[str, ...]]):
         self._db = sqlite3.connect(_ro(baseline), uri=True)
         self._db.text_factory = decode_text  # invalid UTF-8 kept as InvalidText, as the load does
         self._db.execute("ATTACH ? AS cs", (_ro(changeset),))
         self.tables = tables
-        for t, columns in tables.items():
-            cols = ", ".join(quote(c) for c in columns)
-            self._db.execute(
-                f"CREATE TEMP VIEW {quote('new_' + t)} AS SELECT rowid AS _rowid, {cols} FROM main.{quote(t)}"
-                f" WHERE rowid NOT IN (SELECT _rowid FROM cs.{_gone(t)}) UNION ALL SELECT _rowid, {cols} FROM cs.{quote(t)}"
-            )
 
     def close(self) -> None:
         self._db.close()
 
-    def view(self, table: str) -> str:
-        return "temp." + quote("new_" + table)
+    def _rows(self, table: str, columns: Sequence[str], where: str) -> str:
+        """SELECT (_rowid, *columns) of the new state's rows satisfying ``where`` (on ``_rowid`` and the
+        columns), in rowid order. Both parts are simple enough for SQLite to flatten, so a condition on
+        ``_rowid`` or an indexed key is a lookup."""
+        cols = "".join(f", {quote(c)}" for c in columns)
+        t = quote(table)
+        return (
+            f"SELECT * FROM (SELECT rowid AS _rowid{cols} FROM main.{t}"
+            f" WHERE rowid NOT IN (SELECT _rowid FROM cs.{_gone(table)})) WHERE {where}"
+            f" UNION ALL SELECT _rowid{cols} FROM cs.{t} WHERE {where} ORDER BY 1"
+        )
 
     def count(self, table: str) -> int:
-        return self._db.execute(f"SELECT count(*) FROM {self.view(table)}").fetchone()[0]
+        t = quote(table)
+        return self._db.execute(
+            f"SELECT (SELECT count(*) FROM main.{t}) - (SELECT count(*) FROM cs.{_gone(table)})"
+            f" + (SELECT count(*) FROM cs.{t})"
+        ).fetchone()[0]
 
     def changed(self, table: str) -> tuple[int, int]:
         added = self._db.execute(f"SELECT count(*) FROM cs.{quote(table)}").fetchone()[0]
         removed = self._db.execute(f"SELECT count(*) FROM cs.{_gone(table)}").fetchone()[0]
         return added, removed
 
-    def _select(self, table: str, columns: Sequence[str]) -> str:
-        return f"SELECT {', '.join(['_rowid', *(quote(c) for c in columns)])} FROM {self.view(table)}"
-
     def rows_by_rowid(self, table: str, columns: Sequence[str], rowids: Sequence[int]) -> list[tuple]:
         found = []
         for start in range(0, len(rowids), 500):
             chunk = list(rowids[start : start + 500])
             marks = ",".join("?" * len(chunk))
-            found.extend(
-                self._db.execute(self._select(table, columns) + f" WHERE _rowid IN ({marks})", chunk)
-            )
+            found.extend(self._db.execute(self._rows(table, columns, f"_rowid IN ({marks})"), chunk + chunk))
         return found
 
     def old_keys(self, table: str, key: Sequence[str]) -> list[tuple]:
@@ -241,36 +259,41 @@ class NewState:
         self, spec: TableSpec, columns: Sequence[str], quarantined: Sequence[int], keys: Sequence[tuple]
     ) -> int:
         """Fill ``temp.cand`` with the rowids to convert again (see module doc); returns how many."""
-        db, view = self._db, self.view(spec.name)
+        db, t = self._db, quote(spec.name)
         db.execute("DROP TABLE IF EXISTS temp.cand")
         db.execute("CREATE TEMP TABLE cand (_rowid INTEGER PRIMARY KEY)")
-        db.execute(f"INSERT INTO temp.cand SELECT _rowid FROM cs.{quote(spec.name)}")
+        db.execute(f"INSERT INTO temp.cand SELECT _rowid FROM cs.{t}")
         db.executemany(
-            f"INSERT OR IGNORE INTO temp.cand SELECT _rowid FROM {view} WHERE _rowid = ?",
-            [(r,) for r in quarantined],
+            f"INSERT OR IGNORE INTO temp.cand SELECT _rowid FROM ({self._rows(spec.name, (), '_rowid = ?')})",
+            [(r, r) for r in quarantined],
         )
         pk = [c for c in spec.primary_key if c in columns]
         if keys and len(pk) == len(spec.primary_key):
             where = " AND ".join(f"{quote(c)} IS ?" for c in pk)
-            db.executemany(f"INSERT OR IGNORE INTO temp.cand SELECT _rowid FROM {view} WHERE {where}", keys)
+            db.executemany(
+                f"INSERT OR IGNORE INTO temp.cand SELECT _rowid FROM ({self._rows(spec.name, pk, where)})",
+                [k + k for k in keys],
+            )
         unique_keys = [k for k in (spec.primary_key, *spec.unique) if set(k) <= set(columns)]
         size = -1
         while size != (size := db.execute("SELECT count(*) FROM temp.cand").fetchone()[0]):
             for key in unique_keys:  # every row sharing a key value with a candidate or an old version
                 cols = ", ".join(quote(c) for c in key)
+                db.execute("DROP TABLE IF EXISTS temp.shared")
                 db.execute(
-                    f"INSERT OR IGNORE INTO temp.cand SELECT _rowid FROM {view} WHERE ({cols}) IN"
-                    f" (SELECT {cols} FROM {view} WHERE _rowid IN (SELECT _rowid FROM temp.cand)"
-                    f" UNION SELECT {cols} FROM main.{quote(spec.name)}"
-                    f" WHERE rowid IN (SELECT _rowid FROM cs.{_gone(spec.name)}))"
+                    f"CREATE TEMP TABLE shared AS SELECT {cols} FROM ({self._rows(spec.name, key, '_rowid IN (SELECT _rowid FROM temp.cand)')})"
+                    f" UNION SELECT {cols} FROM main.{t} WHERE rowid IN (SELECT _rowid FROM cs.{_gone(spec.name)})"
+                )
+                where = f"({cols}) IN (SELECT {cols} FROM temp.shared)"
+                db.execute(
+                    f"INSERT OR IGNORE INTO temp.cand SELECT _rowid FROM ({self._rows(spec.name, key, where)})"
                 )
         return size
 
     def candidate_keys(self, spec: TableSpec) -> list[tuple]:
-        cols = ", ".join(quote(c) for c in spec.primary_key)
-        return self._db.execute(
-            f"SELECT {cols} FROM {self.view(spec.name)} WHERE _rowid IN (SELECT _rowid FROM temp.cand)"
-        ).fetchall()
+        where = "_rowid IN (SELECT _rowid FROM temp.cand)"
+        query = self._rows(spec.name, spec.primary_key, where)
+        return [row[1:] for row in self._db.execute(query)]
 
     def touched_rowids(self, table: str) -> list[tuple[int]]:
         """Rowids whose quarantine verdict this sync decides anew: candidates and old versions."""
@@ -279,9 +302,7 @@ class NewState:
         ).fetchall()
 
     def candidate_batches(self, table: str, columns: Sequence[str]) -> Iterator[list[tuple]]:
-        cursor = self._db.execute(
-            self._select(table, columns) + " WHERE _rowid IN (SELECT _rowid FROM temp.cand) ORDER BY _rowid"
-        )
+        cursor = self._db.execute(self._rows(table, columns, "_rowid IN (SELECT _rowid FROM temp.cand)"))
         while batch := cursor.fetchmany(_BATCH):
             yield batch
 
@@ -293,10 +314,10 @@ def _pk(spec: TableSpec) -> sql.Composable:
     return sql.SQL(", ").join(map(sql.Identifier, spec.primary_key))
 
 
-def _hash_sum(conn, spec: TableSpec, columns, where: sql.Composable) -> tuple[int, int]:
+def _hash_sum(conn, spec: TableSpec, columns, where: sql.Composable, relation=None) -> tuple[int, int]:
     n, total = conn.execute(
         sql.SQL("SELECT count(*), coalesce(sum({h}), 0) FROM {t} t WHERE {w}").format(
-            h=changes.row_hash(columns, "t"), t=sql.Identifier(spec.name), w=where
+            h=changes.row_hash(columns, "t"), t=relation or sql.Identifier(spec.name), w=where
         )
     ).fetchone()
     return n, int(total)
@@ -468,6 +489,8 @@ def _apply_table(
             quarantine.constraint_rejections(
                 conn, catalog, spec, columns, stage, spool, state, lambda row: _source_key(spec, columns, row)
             )
+            for temp in (stage, affected_table):  # statistics, so joins with the big table use its keys
+                conn.execute(sql.SQL("ANALYZE {}").format(temp))
             affected = sql.SQL("({pk}) IN (SELECT {pk} FROM {a})").format(pk=pk, a=affected_table)
             n_before, h_before = _hash_sum(conn, spec, columns, affected)
             doomed = sql.SQL("SELECT {pk} FROM {a} a WHERE ({pk}) NOT IN (SELECT {pk} FROM {s})").format(
@@ -503,7 +526,9 @@ def _apply_table(
                     "INSERT INTO {t} ({cols}) SELECT {cols} FROM {s} s WHERE NOT EXISTS (SELECT 1 FROM {t} WHERE {on})"
                 ).format(t=t, cols=cols, s=stage, on=on)
             ).rowcount
-            n_after, h_after = _hash_sum(conn, spec, columns, affected)
+            # afterwards the rows with those keys are exactly the staged ones (the load's checksum is also
+            # taken on its stage: the same row text)
+            n_after, h_after = _hash_sum(conn, spec, columns, sql.SQL("true"), stage)
             conn.execute(sql.SQL("DROP TABLE {}, _rejects").format(stage))
             rows = before.rows - n_before - removed[spec.name] + n_after
             total = before.total - h_before - hashes[spec.name] + h_after
@@ -517,7 +542,9 @@ def _apply_table(
             conn.execute("DROP TABLE _touched")
         result.rejected_rows += sum(carried.values())
         result.rejected_by_reason = dict((Counter(spool.kinds) + Counter(carried)).most_common())
-    result.loaded_rows = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(t)).fetchone()[0]
+    # the table's rows, from the statements' own row counts (a count(*) would read all of a big table);
+    # two independent tallies, from the rows' keys and from the statements, must agree
+    result.loaded_rows = previous["loaded_rows"] - delta.deleted - removed[spec.name] + delta.inserted
     if result.source_rows != result.loaded_rows + result.rejected_rows:
         raise DeltaError(
             f"{spec.name}: {result.source_rows} source rows but {result.loaded_rows} in the table + "
@@ -616,6 +643,8 @@ def sync(conn: psycopg.Connection, catalog: Catalog, source: Path, baseline: Pat
         with conn.transaction():
             changes.suppress_for_load(conn)
             content._fixed_rendering(conn)
+            # the sync touches few rows of big tables: key lookups, not scans (the data is cached)
+            conn.execute("SET LOCAL random_page_cost = 1.1")
             for spec in catalog.tables:  # writers wait; readers go on
                 conn.execute(sql.SQL("LOCK TABLE {} IN EXCLUSIVE MODE").format(sql.Identifier(spec.name)))
             pending = {"keys": {}, "columns": {s.name: tables.get(s.name, ()) for s in catalog.tables}}
