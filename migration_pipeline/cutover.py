@@ -6,7 +6,7 @@ In:  a target connection, the catalog, the app's SQLite file and the baseline sn
 Out: :func:`catch_up` syncs until a round moves at most ``small_rows`` rows; :func:`wait_for_freeze`
      waits for the signal file; :func:`final_sync` runs the last sync and proves that the source did not
      change while it read (its files unchanged from before the read to after the commit), timing the
-     freeze from the signal to the end of the final sync; :func:`verify` runs every blocking check
+     freeze from the signal to the sync's commit in PostgreSQL; :func:`verify` runs every blocking check
      and the app's queries against the synced baseline. Each step records itself in
      ``migration_audit.cutovers``, whose ``state`` says where an aborted cutover left things.
 Fails: :class:`CutoverError` when writes did not stop, the signal never came, or a check failed; each
@@ -43,7 +43,7 @@ class Round:
 class Cutover:
     run_id: str
     rounds: list[Round] = field(default_factory=list)
-    freeze_seconds: float | None = None  # from the freeze signal to the end of the final sync
+    freeze_seconds: float | None = None  # from the freeze signal to the final sync's commit
     final: delta.SyncResult | None = None
     failures: list[tuple[str, str, list[str]]] = field(default_factory=list)
 
@@ -98,12 +98,12 @@ def catch_up(
 
 
 def wait_for_freeze(signal: Path | None, *, timeout_s: float, log: Log = print) -> float:
-    """Return the moment (time.monotonic) the app's writes are stopped: at once without a signal file,
+    """Return the moment (epoch seconds) the app's writes are stopped: at once without a signal file,
     else when ``signal`` appears."""
     if signal is None:
         log("writes declared stopped: final sync now")
-        return time.monotonic()
-    log(f"waiting for {signal} (create it once the app's writes are stopped)")
+        return time.time()
+    log(f"waiting for {signal}: create it once the app's writes are stopped")
     deadline = time.monotonic() + timeout_s
     while not signal.exists():
         if time.monotonic() > deadline:
@@ -112,27 +112,42 @@ def wait_for_freeze(signal: Path | None, *, timeout_s: float, log: Log = print) 
                 "the last catch-up round, the app still writes to SQLite; nothing to undo"
             )
         time.sleep(0.05)
-    return time.monotonic()
+    return time.time()
 
 
 def final_sync(
-    conn: psycopg.Connection, catalog: Catalog, source: Path, baseline: Path, run_id: str, frozen_at: float
+    conn: psycopg.Connection,
+    catalog: Catalog,
+    source: Path,
+    baseline: Path,
+    run_id: str,
+    frozen_at: float,
+    log: Log = print,
 ) -> tuple[delta.SyncResult, float]:
-    """The last sync, during the freeze; (its result, seconds the app's writes were frozen so far)."""
+    """The last sync, during the freeze; (its result, seconds the app's writes were frozen until
+    PostgreSQL held everything: from ``frozen_at``, epoch seconds, to the sync's commit)."""
+    record(conn, run_id, source, "frozen: final sync running; the app must not write")
     before = _activity(source)
     result = delta.sync(conn, catalog, source, baseline, f"{run_id}-final")
-    freeze = time.monotonic() - frozen_at
+    freeze = time.time() - frozen_at - result.baseline_seconds  # the baseline is ours: no need to wait
     if _activity(source) != before:
+        record(conn, run_id, source, "aborted: the app wrote during the final sync; it stays on SQLite")
         raise CutoverError(
             "the app's database changed during the final sync: its writes were not stopped. State: "
             "PostgreSQL holds what the sync read; resume the app on SQLite, or stop its writes and run "
             "the cutover again (nothing is lost either way)"
         )
+    record(conn, run_id, source, "synced: the app may switch to PostgreSQL now (the checks follow its "
+           "writes there); verifying", freeze_seconds=freeze, final_rows=result.changed_rows)  # fmt: skip
+    log(f"final sync: {result.changed_rows:,} rows; writes frozen {freeze:.2f} s")
     return result, freeze
 
 
-def verify(conn: psycopg.Connection, catalog: Catalog, baseline: Path) -> list[tuple[str, str, list[str]]]:
-    """(table, check, problems) of every failing blocking check and app query: empty means proven."""
+def verify(
+    conn: psycopg.Connection, catalog: Catalog, source: Path, baseline: Path, run_id: str
+) -> list[tuple[str, str, list[str]]]:
+    """Every blocking check and app query of every table against the synced baseline; raises
+    CutoverError with the failures (and records them) unless all pass."""
     failures = []
     blocking = {c.name for c in proof.CHECKS if c.blocking}
     for table in catalog.names:
@@ -142,6 +157,13 @@ def verify(conn: psycopg.Connection, catalog: Catalog, baseline: Path) -> list[t
     failures += [
         (c.table, o.name, list(o.problems)) for c, o in behaviour.run(conn, catalog, baseline) if not o.passed
     ]
+    if failures:
+        record(
+            conn, run_id, source, "verification FAILED: keep (or put back) the app on SQLite", verified=False
+        )
+        raise CutoverError(f"verification failed: {failures[:5]}; keep (or put back) the app on SQLite")
+    record(conn, run_id, source, "verified: the app runs on PostgreSQL; SQLite stays as the fallback",
+           verified=True)  # fmt: skip
     return failures
 
 
@@ -165,20 +187,8 @@ def run(
         conn, catalog, source, baseline, run_id, small_rows=small_rows, max_rounds=max_rounds, log=log
     )
     frozen_at = wait_for_freeze(signal, timeout_s=timeout_s, log=log)
-    record(conn, run_id, source, "frozen: final sync running; the app must not write")
-    cutover.final, cutover.freeze_seconds = final_sync(conn, catalog, source, baseline, run_id, frozen_at)
-    record(conn, run_id, source, "synced: the app may switch to PostgreSQL now (the checks follow its "
-           "writes there); verifying", freeze_seconds=cutover.freeze_seconds,
-           final_rows=cutover.final.changed_rows)  # fmt: skip
-    log(f"final sync: {cutover.final.changed_rows:,} rows; writes frozen {cutover.freeze_seconds:.2f} s")
-    cutover.failures = verify(conn, catalog, baseline)
-    if cutover.failures:
-        record(
-            conn, run_id, source, "verification FAILED: keep (or put back) the app on SQLite", verified=False
-        )
-        raise CutoverError(
-            f"verification failed: {cutover.failures[:5]}; keep (or put back) the app on SQLite"
-        )
-    record(conn, run_id, source, "verified: the app runs on PostgreSQL; SQLite stays as the fallback",
-           verified=True)  # fmt: skip
+    cutover.final, cutover.freeze_seconds = final_sync(
+        conn, catalog, source, baseline, run_id, frozen_at, log
+    )
+    cutover.failures = verify(conn, catalog, source, baseline, run_id)
     return cutover

@@ -9,6 +9,7 @@ from .defs.monitoring import postgres_alert, postgres_health, postgres_monitor
 from .defs.report import provenance_report, verification_report
 from .defs.resources import MigrationResource
 from .defs.schedules import reverify_schedule
+from .defs.switch import cutover_job, rollback_export, sync
 
 defs = Definitions(
     assets=[
@@ -20,7 +21,7 @@ defs = Definitions(
         postgres_health,
     ],
     asset_checks=target_checks(),
-    jobs=[migrate_job, reverify_job, postgres_alert],
+    jobs=[migrate_job, reverify_job, sync, cutover_job, rollback_export, postgres_alert],
     sensors=[postgres_monitor],
     schedules=[reverify_schedule()],
     resources={"migration": MigrationResource()},

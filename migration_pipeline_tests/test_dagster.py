@@ -126,3 +126,46 @@ def test_alert_job_fails_visibly_with_the_numbers():
     assert "SELECT pg_sleep($1)" in failure.description and failure.metadata["numbers"].value == {
         "mean_ms": 900
     }
+
+
+def test_sync_cutover_and_rollback_jobs(database, sample_db, catalog, tmp_path):
+    from migration_pipeline.app_writer import write
+
+    source = tmp_path / "app.db"
+    source.write_bytes(sample_db.read_bytes())
+    defs = _defs(database, source)
+    instance = DagsterInstance.ephemeral()
+    assert defs.resolve_job_def("migrate").execute_in_process(instance=instance).success
+    write(source, changes=200)
+
+    synced = defs.resolve_job_def("sync").execute_in_process(instance=instance)
+    assert synced.success
+    tweets = [m.materialization for m in synced.get_asset_materialization_events()
+              if m.materialization.asset_key.path == ["postgres", "tweets"]]  # fmt: skip
+    assert tweets and tweets[0].metadata["mode"].value == "delta"
+    assert tweets[0].metadata["source_rows_added"].value > 0
+
+    write(source, changes=50, seed=8)
+    config = {"ops": {"catch_up": {"config": {"small_rows": 0, "max_rounds": 2}},
+                      "wait_for_freeze": {"config": {"writes_stopped": True}}}}  # fmt: skip
+    cut = defs.resolve_job_def("cutover").execute_in_process(instance=instance, run_config=config)
+    assert cut.success
+    from migration_pipeline.settings import Settings
+    from migration_pipeline.target import connect
+
+    with connect(Settings(source, database)) as conn:
+        state, verified = conn.execute(
+            "SELECT state, verified FROM migration_audit.cutovers WHERE run_id = %s", (cut.run_id,)
+        ).fetchone()
+    assert verified and state.startswith("verified")
+    out = tmp_path / "rollback.db"
+    rolled = defs.resolve_job_def("rollback_export").execute_in_process(
+        instance=instance, run_config={"ops": {"export_to_sqlite": {"config": {"out": str(out)}}}}
+    )
+    assert rolled.success and out.is_file()
+    refused = defs.resolve_job_def("rollback_export").execute_in_process(
+        instance=instance,
+        run_config={"ops": {"export_to_sqlite": {"config": {"out": str(source)}}}},
+        raise_on_error=False,
+    )
+    assert not refused.success  # never the app's own file

@@ -1,0 +1,207 @@
+"""Switching over, and back: the sync, cutover and rollback_export jobs (thin wiring over delta.py,
+cutover.py and rollback.py). Each delta applied is recorded on the postgres/<table> assets as a
+materialization (mode delta) so their history in the UI shows every change of the data."""
+
+from pathlib import Path
+
+from dagster import (
+    AssetMaterialization,
+    Config,
+    Failure,
+    In,
+    MetadataValue,
+    Nothing,
+    OpExecutionContext,
+    job,
+    op,
+)
+
+from .. import cutover, delta, rollback
+from ..catalog import load_catalog
+from ..local_postgres import state_dir
+from .assets import target_key
+from .resources import MigrationResource
+
+
+def _record(context: OpExecutionContext, result: delta.SyncResult) -> None:
+    for name, table in result.tables.items():
+        load = table.result
+        context.log_event(
+            AssetMaterialization(
+                asset_key=target_key(name),
+                description=f"delta sync {result.run_id}",
+                metadata={
+                    "mode": "delta",
+                    "sync_run": result.run_id,
+                    "dagster/row_count": load.loaded_rows,
+                    "source_rows": load.source_rows,
+                    "loaded_rows": load.loaded_rows,
+                    "rejected_rows": load.rejected_rows,
+                    "rejected_by_reason": MetadataValue.json(load.rejected_by_reason),
+                    "source_rows_added": table.added,
+                    "source_rows_removed": table.removed,
+                    "rows_inserted": table.inserted,
+                    "rows_updated": table.updated,
+                    "rows_deleted": table.deleted,
+                    "rows_converted_again": table.restaged,
+                    "change_set_sha256": result.identity,
+                },
+            )
+        )
+    context.log.info(
+        f"sync {result.run_id}: {result.changed_rows:,} changed source rows; diff {result.diff_seconds:.2f} s, "
+        f"apply {result.apply_seconds:.2f} s, baseline {result.baseline_seconds:.2f} s"
+    )
+
+
+def _sync(context: OpExecutionContext, migration: MigrationResource, run_id: str) -> delta.SyncResult:
+    with migration.connection() as conn:
+        try:
+            result = delta.sync(
+                conn, load_catalog(), migration.settings.sqlite_path, migration.snapshot_path, run_id
+            )
+        except delta.DeltaError as err:
+            raise Failure(description=f"{err} (nothing was changed)") from err
+    _record(context, result)
+    return result
+
+
+@op(description="Apply what the app changed in SQLite since the last load or sync (one transaction).")
+def delta_sync(context: OpExecutionContext, migration: MigrationResource) -> None:
+    _sync(context, migration, context.run_id)
+
+
+@job(
+    description=(
+        "Bring PostgreSQL up to date with the app's SQLite changes since the last migration or sync: only "
+        "changed rows, with the same value rules, quarantine and audit. Safe to run any time before the "
+        "switch; refuses (changing nothing) once the app writes to PostgreSQL."
+    )
+)
+def sync():
+    delta_sync()
+
+
+class CatchUpConfig(Config):
+    small_rows: int = 1_000  # sync until a round moves at most this many rows
+    max_rounds: int = 10
+
+
+class FreezeConfig(Config):
+    writes_stopped: bool = False  # the app's writes are already stopped: no signal to wait for
+    freeze_signal: str = ""  # default .local/cutover/freeze: touch it once the app's writes are stopped
+    timeout_s: float = 3_600.0
+
+
+@op(description="Sync repeatedly while the app writes, until a round moves few rows.")
+def catch_up(context: OpExecutionContext, config: CatchUpConfig, migration: MigrationResource) -> None:
+    with migration.connection() as conn:
+        cutover.record(conn, context.run_id, migration.settings.sqlite_path, "started")
+        rounds = cutover.catch_up(
+            conn, load_catalog(), migration.settings.sqlite_path, migration.snapshot_path, context.run_id,
+            small_rows=config.small_rows, max_rounds=config.max_rounds, log=context.log.info,
+        )  # fmt: skip
+    context.log.info(f"caught up in {len(rounds)} round(s); the last moved {rounds[-1].changed_rows:,} rows")
+
+
+@op(ins={"caught_up": In(Nothing)}, description="Wait until the app's writes are stopped (the signal file).")
+def wait_for_freeze(context: OpExecutionContext, config: FreezeConfig) -> float:
+    signal = None
+    if not config.writes_stopped:
+        signal = Path(config.freeze_signal) if config.freeze_signal else state_dir() / "cutover" / "freeze"
+        signal.parent.mkdir(parents=True, exist_ok=True)
+        started = context.instance.get_run_record_by_id(context.run_id).create_timestamp.timestamp()
+        if signal.exists() and signal.stat().st_mtime < started:
+            signal.unlink()  # left from an earlier cutover: it must not freeze this one unannounced
+            context.log.warning(f"removed a freeze signal older than this run: {signal}")
+    try:
+        return cutover.wait_for_freeze(signal, timeout_s=config.timeout_s, log=context.log.info)
+    except cutover.CutoverError as err:
+        raise Failure(description=str(err)) from err
+
+
+@op(description="The final sync during the freeze; proves the source did not change while it ran.")
+def final_sync(context: OpExecutionContext, migration: MigrationResource, frozen_at: float) -> float:
+    with migration.connection() as conn:
+        try:
+            result, freeze = cutover.final_sync(
+                conn, load_catalog(), migration.settings.sqlite_path, migration.snapshot_path, context.run_id,
+                frozen_at, log=context.log.info,
+            )  # fmt: skip
+        except (cutover.CutoverError, delta.DeltaError) as err:
+            raise Failure(description=str(err)) from err
+    _record(context, result)
+    context.log.info(f"write freeze: {freeze:.2f} s; the app may switch to PostgreSQL now")
+    return freeze
+
+
+@op(description="Every blocking check and the app's queries on every table, against the synced source.")
+def verify_cutover(context: OpExecutionContext, migration: MigrationResource, freeze_seconds: float) -> None:
+    with migration.connection() as conn:
+        try:
+            cutover.verify(
+                conn, load_catalog(), migration.settings.sqlite_path, migration.snapshot_path, context.run_id
+            )
+        except cutover.CutoverError as err:
+            raise Failure(description=str(err), metadata={"freeze_seconds": freeze_seconds}) from err
+    context.log.info(f"cutover {context.run_id} verified; write freeze was {freeze_seconds:.2f} s")
+
+
+@job(
+    name="cutover",
+    description=(
+        "The cutover runbook: catch-up syncs while the app writes, then wait for the freeze signal (touch "
+        ".local/cutover/freeze once the app's writes are stopped, or run with writes_stopped), a final "
+        "sync, every check. Safe to abort at any step: each sync is one transaction, and "
+        "migration_audit.cutovers.state says where it stopped."
+    ),
+)
+def cutover_job():
+    verify_cutover(final_sync(wait_for_freeze(catch_up())))
+
+
+class RollbackConfig(Config):
+    out: str  # a new file: never an existing one, never the app's own
+    include_quarantined: bool = True
+
+
+@op(
+    description="Export PostgreSQL to a new SQLite file in the app's format (rows written after the switch included)."
+)
+def export_to_sqlite(
+    context: OpExecutionContext, config: RollbackConfig, migration: MigrationResource
+) -> None:
+    out = Path(config.out)
+    if out.resolve() == migration.settings.sqlite_path.resolve():
+        raise Failure(description=f"{out} is the app's own SQLite file: export to a new path")
+    template = migration.snapshot_path if migration.snapshot_path.is_file() else None
+    with migration.connection() as conn:
+        try:
+            result = rollback.export_sqlite(
+                conn, load_catalog(), out, template=template, include_quarantined=config.include_quarantined
+            )
+        except rollback.ExportError as err:
+            raise Failure(description=str(err)) from err
+    context.log.info(rollback.summary(result))
+    context.log_event(
+        AssetMaterialization(
+            asset_key=["rollback", "sqlite_export"],
+            description=f"rollback export {out}",
+            metadata={
+                "path": MetadataValue.path(str(out.resolve())),
+                "rows": MetadataValue.json({name: t.rows for name, t in result.tables.items()}),
+                "quarantined_restored": MetadataValue.json({n: t.restored for n, t in result.tables.items()}),
+            },
+        )
+    )
+
+
+@job(
+    name="rollback_export",
+    description=(
+        "Export PostgreSQL (with everything the app wrote there) to a NEW SQLite file in the app's own "
+        "format; the original SQLite file is never touched. See the README's rollback runbook."
+    ),
+)
+def rollback_export():
+    export_to_sqlite()
