@@ -552,7 +552,7 @@ def _apply_table(
         )
     if content.Checksum.parse(result.checksum).rows != result.loaded_rows:
         raise DeltaError(f"{spec.name}: the carried checksum does not match the table; rolled back")
-    set_sequences(conn, spec)
+    set_sequences(conn, spec, run_id)
     result.finished_at = datetime.now(UTC)
     delta.result = result
     return delta

@@ -167,7 +167,7 @@ def load_table(
         changes.install(conn, spec, columns)
         result.rejected_rows = audit.write_rejections(conn, run_id, table, spool.drain())
         result.rejected_by_reason = dict(Counter(spool.kinds).most_common())
-        _finish(conn, spec)
+        _finish(conn, spec, run_id)
         result.finished_at = datetime.now(UTC)
         if result.source_rows != result.loaded_rows + result.rejected_rows:
             raise LoadError(
@@ -179,23 +179,28 @@ def load_table(
     return result
 
 
-def _finish(conn: psycopg.Connection, spec: TableSpec) -> None:
+def _finish(conn: psycopg.Connection, spec: TableSpec, run_id: str) -> None:
     """Sequences past the highest id, then fresh planner statistics."""
-    set_sequences(conn, spec)
+    set_sequences(conn, spec, run_id)
     conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(spec.name)))
 
 
-def set_sequences(conn: psycopg.Connection, spec: TableSpec) -> None:
-    """Each SERIAL column's sequence hands out ids past the table's highest."""
+def set_sequences(conn: psycopg.Connection, spec: TableSpec, run_id: str) -> None:
+    """Each SERIAL column's sequence hands out ids past the highest in the table and among the rows
+    ``run_id`` quarantined: a new row of the app never takes the id of a quarantined one, which a
+    rollback or a fixed re-load would bring back."""
     table = sql.Identifier(spec.name)
     for column in spec.serial_columns:
         col = sql.Identifier(column)
         conn.execute(
             sql.SQL(
-                "SELECT setval(pg_get_serial_sequence(%s, %s), COALESCE(max({c}), 1), max({c}) IS NOT NULL)"
-                " FROM {t}"
+                "WITH ids AS (SELECT max({c})::bigint AS id FROM {t} UNION ALL"
+                " SELECT max((raw_row->>%(col)s)::bigint) FROM migration_audit.rejected_rows"
+                " WHERE run_id = %(run)s AND table_name = %(table)s AND raw_row->>%(col)s ~ '^[0-9]{{1,18}}$')"
+                " SELECT setval(pg_get_serial_sequence(%(table)s, %(col)s), COALESCE(max(id), 1),"
+                " max(id) IS NOT NULL) FROM ids"
             ).format(c=col, t=table),
-            (spec.name, column),
+            {"table": spec.name, "col": column, "run": run_id},
         )
 
 
