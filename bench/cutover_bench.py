@@ -5,9 +5,10 @@
 1. generates the app's database (WAL mode, as the app keeps it);
 2. migrates it in full into a fresh database of the embedded server (snapshot, conversion, quarantine,
    COPY, constraint checks, indexes): the reference time;
-3. ``--repeat`` times: the app's writer changes ``--percent`` % as many rows as there are tweets (its mix:
-   INSERT OR REPLACE of users and tweets, new tweets and referral uses, updates, deletes, across
-   tables; each change its own transaction), then the final sync of the cutover runs as during the freeze
+3. ``--repeat`` times: the app's writer changes ``--percent`` % of the tweets (new tweets, tweets
+   re-scraped with INSERT OR REPLACE, tweets deleted) and then as many rows again across all tables (its
+   whole mix: users replaced, referral uses, funnel updates and deletes...), each change its own
+   transaction; then the final sync of the cutover runs as during the freeze
    (``cutover.final_sync``: reading the source, the change set, one PostgreSQL transaction) and is timed
    from its start to its commit; the freeze's baseline bookkeeping after the commit is shown apart;
 4. checks that PostgreSQL then holds exactly what a full load would (the delta's carried checksum
@@ -27,7 +28,7 @@ import psycopg
 from psycopg import sql
 
 from migration_pipeline import content, cutover, local_postgres
-from migration_pipeline.app_writer import write
+from migration_pipeline.app_writer import TWEET_KINDS, write
 from migration_pipeline.catalog import load_catalog
 from migration_pipeline.load import load_all
 from migration_pipeline.sample_data import generate
@@ -69,7 +70,8 @@ def main() -> int:
             freezes, after = [], []
             changes = int(args.tweets * args.percent / 100)
             for number in range(1, args.repeat + 1):
-                write(source, changes=changes, seed=100 + number)
+                write(source, changes=changes, seed=100 + number, kinds=TWEET_KINDS)
+                write(source, changes=changes // 4, seed=200 + number)
                 result, freeze = cutover.final_sync(
                     conn, catalog, source, baseline, f"bench-{number}", time.time(), log=lambda _m: None
                 )
@@ -77,8 +79,9 @@ def main() -> int:
                 after.append(result.baseline_seconds)
                 tweets = result.tables["tweets"]
                 print(
-                    f"final sync {number}: {changes:,} app changes = {result.changed_rows:,} changed source rows "
-                    f"(tweets +{tweets.added:,} -{tweets.removed:,}); freeze {freeze:.2f} s (diff "
+                    f"final sync {number}: {changes:,} tweets changed ({args.percent}%) + {changes // 4:,} other"
+                    f" changes = {result.changed_rows:,} changed source rows (tweets +{tweets.added:,}"
+                    f" -{tweets.removed:,}); freeze {freeze:.2f} s (diff "
                     f"{result.diff_seconds:.2f} s, apply {result.apply_seconds:.2f} s); baseline after: "
                     f"{result.baseline_seconds:.2f} s"
                 )

@@ -40,8 +40,12 @@ def _some(db: sqlite3.Connection, table: str, column: str, rng: random.Random):
     return row[0] if row else None
 
 
-def _change(db: sqlite3.Connection, rng: random.Random, serial: int) -> None:
-    kind = rng.randrange(8)
+KINDS = range(8)
+TWEET_KINDS = (1, 2, 3)  # new tweets, tweets replaced, tweets deleted
+
+
+def _change(db: sqlite3.Connection, rng: random.Random, serial: int, kinds) -> None:
+    kind = rng.choice(kinds)
     user = _some(db, "users", "id", rng)
     if kind == 0:  # a profile re-scraped: INSERT OR REPLACE, the row gets a new rowid
         db.execute(
@@ -92,8 +96,9 @@ def _change(db: sqlite3.Connection, rng: random.Random, serial: int) -> None:
 
 
 def write(path: Path, *, changes: int | None = None, seconds: float | None = None, seed: int = 7,
-          pause: float = 0.0) -> int:  # fmt: skip
-    """Make ``changes`` changes, or change for ``seconds``; returns how many were made."""
+          pause: float = 0.0, kinds=KINDS) -> int:  # fmt: skip
+    """Make ``changes`` changes, or change for ``seconds``; returns how many were made. ``kinds`` picks
+    among the changes (numbered as in ``_change``; ``TWEET_KINDS`` touches tweets only)."""
     rng = random.Random(seed)
     db = sqlite3.connect(path, timeout=30, isolation_level=None)
     deadline = time.monotonic() + seconds if seconds is not None else None
@@ -102,7 +107,7 @@ def write(path: Path, *, changes: int | None = None, seconds: float | None = Non
         while (changes is None or made < changes) and (deadline is None or time.monotonic() < deadline):
             db.execute("BEGIN IMMEDIATE")
             try:
-                _change(db, rng, made)
+                _change(db, rng, made, tuple(kinds))
                 db.execute("COMMIT")
             except BaseException:
                 if db.in_transaction:
