@@ -26,6 +26,7 @@ import sqlite3
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -127,17 +128,63 @@ def _tables(db: sqlite3.Connection, schema: str) -> set[str]:
     return {r[0] for r in rows}
 
 
-def _diff(baseline: Path, source_uri: str, out: Path, catalog: Catalog) -> dict[str, tuple[str, ...]]:
-    """Write the change set of the source against the baseline into ``out`` (one read transaction on the
-    source); returns the columns of each table present on both sides."""
-    out.unlink(missing_ok=True)
+@dataclass(frozen=True)
+class _Table:
+    name: str
+    columns: tuple[str, ...]
+    changed: str  # SQL: rows o (baseline) and n (source) differ
+    split: int  # rowid where the two halves of the scan meet
+
+
+def _scan_half(
+    baseline: Path, source_uri: str, out: Path, tables: list[_Table], upper: bool
+) -> dict[str, list[int]]:
+    """One half (by rowid) of every table's comparison, on a connection of its own: the new and changed
+    rows, with their values, into ``out``; returns per table the baseline rowids no longer in the
+    source (rows deleted, or moved by INSERT OR REPLACE)."""
     db = sqlite3.connect(_ro(baseline), uri=True, isolation_level=None)
     try:
         db.execute("ATTACH ? AS src", (source_uri,))
         db.execute("ATTACH ? AS cs", (str(out),))
         db.execute("BEGIN")
+        gone = {}
+        side = ">" if upper else "<="
+        for t in tables:
+            q = quote(t.name)
+            cols = ", ".join(quote(c) for c in t.columns)
+            new_cols = ", ".join(f"n.{quote(c)}" for c in t.columns)
+            db.execute(f"CREATE TABLE cs.{q} (_rowid INTEGER PRIMARY KEY, {cols})")  # no types: kept as-is
+            db.execute(
+                f"INSERT INTO cs.{q} SELECT n.rowid, {new_cols} FROM src.{q} n LEFT JOIN main.{q} o"
+                f" ON o.rowid = n.rowid WHERE n.rowid {side} ? AND (o.rowid IS NULL OR {t.changed})",
+                (t.split,),
+            )
+            gone[t.name] = [r[0] for r in db.execute(
+                f"SELECT o.rowid FROM main.{q} o WHERE o.rowid {side} ?"
+                f" AND NOT EXISTS (SELECT 1 FROM src.{q} n WHERE n.rowid = o.rowid)",
+                (t.split,),
+            )]  # fmt: skip
+        db.execute("COMMIT")
+        return gone
+    finally:
+        db.close()
+
+
+def _diff(baseline: Path, source_uri: str, out: Path, catalog: Catalog) -> dict[str, tuple[str, ...]]:
+    """Write the change set of the source against the baseline into ``out``; returns the columns of each
+    table present on both sides. Each table is compared in two halves by rowid, at once, on two
+    connections (two cores). Were the source written between their reads, the change set still holds
+    each row as it was at one of them, and the baseline advanced by it is exactly what PostgreSQL holds,
+    so the next sync repairs the difference; the final sync of a cutover proves the source did not
+    change at all."""
+    out.unlink(missing_ok=True)
+    upper = out.with_name(out.name + ".upper")
+    upper.unlink(missing_ok=True)
+    db = sqlite3.connect(_ro(baseline), uri=True, isolation_level=None)
+    try:
+        db.execute("ATTACH ? AS src", (source_uri,))
         present = {"main": _tables(db, "main"), "src": _tables(db, "src")}
-        diffed: dict[str, tuple[str, ...]] = {}
+        tables: list[_Table] = []
         for spec in catalog.tables:
             t = spec.name
             if (t in present["main"]) != (t in present["src"]):
@@ -152,32 +199,41 @@ def _diff(baseline: Path, source_uri: str, out: Path, catalog: Catalog) -> dict[
                 raise DeltaError(
                     f"the columns of source table {t} changed since the last load: run a full migration"
                 )
-            diffed[t] = columns
-            q = quote(t)
-            cols = ", ".join(quote(c) for c in columns)
-            new_cols = ", ".join(f"n.{quote(c)}" for c in columns)
+            top = db.execute(
+                f"SELECT max(coalesce((SELECT max(rowid) FROM main.{quote(t)}), 0),"
+                f" coalesce((SELECT max(rowid) FROM src.{quote(t)}), 0))"
+            ).fetchone()[0]
             changed = _differs(columns, _untyped(db, "src", t) | _untyped(db, "main", t))
-            db.execute(
-                f"CREATE TABLE cs.{q} (_rowid INTEGER PRIMARY KEY, {cols})"
-            )  # no types: values kept as-is
-            db.execute(
-                f"INSERT INTO cs.{q} SELECT n.rowid, {new_cols} FROM src.{q} n LEFT JOIN main.{q} o"
-                f" ON o.rowid = n.rowid WHERE o.rowid IS NULL OR {changed}"
-            )
-            db.execute(f"CREATE TABLE cs.{_gone(t)} (_rowid INTEGER PRIMARY KEY)")
-            db.execute(
-                f"INSERT INTO cs.{_gone(t)} SELECT o.rowid FROM main.{q} o WHERE NOT EXISTS"
-                f" (SELECT 1 FROM src.{q} n WHERE n.rowid = o.rowid)"
-                f" UNION SELECT c._rowid FROM cs.{q} c WHERE EXISTS (SELECT 1 FROM main.{q} o WHERE o.rowid = c._rowid)"
-            )
-        db.execute("COMMIT")
-        return diffed
-    except BaseException:
+            tables.append(_Table(t, columns, changed, top // 2))
         db.close()
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            halves = [
+                pool.submit(_scan_half, baseline, source_uri, path, tables, path == upper)
+                for path in (out, upper)
+            ]
+            gone = [half.result() for half in halves]
+        db = sqlite3.connect(_ro(baseline), uri=True, isolation_level=None)
+        db.execute("ATTACH ? AS cs", (str(out),))
+        db.execute("ATTACH ? AS upper", (str(upper),))
+        db.execute("BEGIN")
+        for t in tables:
+            q = quote(t.name)
+            db.execute(f"INSERT INTO cs.{q} SELECT * FROM upper.{q}")
+            db.execute(f"CREATE TABLE cs.{_gone(t.name)} (_rowid INTEGER PRIMARY KEY)")
+            db.execute(  # the old versions of changed rows
+                f"INSERT INTO cs.{_gone(t.name)} SELECT c._rowid FROM cs.{q} c"
+                f" WHERE EXISTS (SELECT 1 FROM main.{q} o WHERE o.rowid = c._rowid)"
+            )
+            rowids = [(r,) for half in gone for r in half[t.name]]
+            db.executemany(f"INSERT OR IGNORE INTO cs.{_gone(t.name)} VALUES (?)", rowids)
+        db.execute("COMMIT")
+        return {t.name: t.columns for t in tables}
+    except BaseException:
         out.unlink(missing_ok=True)
         raise
     finally:
         db.close()
+        upper.unlink(missing_ok=True)
 
 
 def _write_meta(out: Path, run_id: str, source: Path, taken_at: datetime) -> str:
@@ -465,24 +521,27 @@ def _apply_table(
     if before is None or before.columns != tuple(columns):
         raise DeltaError(f"{spec.name}: its last load covered other columns: run a full migration")
     carried: dict[str, int] = {}
+    # every key whose target row may change: the candidates' and the old versions' (kept until commit:
+    # the referencing tables re-check their orphans against it)
+    affected_table = _affected(spec.name)
+    conn.execute(
+        sql.SQL("CREATE TEMP TABLE {a} ON COMMIT DROP AS SELECT {pk} FROM {t} WITH NO DATA").format(
+            a=affected_table, pk=pk, t=t
+        )
+    )
+    conn.execute("CREATE TEMP TABLE _touched (rowid bigint) ON COMMIT DROP")
+    recheck, keys_of_orphans = [], pending["keys"].pop(spec.name, [])
+    if columns:
+        delta.added, delta.removed = state.changed(spec.name)
+        recheck = _recheck(conn, catalog, spec, previous["run_id"])
+    changed = delta.added or delta.removed or recheck or keys_of_orphans
     with quarantine.Spool(columns) as spool:
-        if columns:
-            delta.added, delta.removed = state.changed(spec.name)
-            recheck = _recheck(conn, catalog, spec, previous["run_id"])
-            delta.restaged = state.candidates(spec, columns, recheck, pending["keys"].pop(spec.name, []))
-            # every key whose target row may change: the candidates' and the old versions' (kept until
-            # commit: the referencing tables re-check their orphans against it)
-            affected_table = _affected(spec.name)
-            conn.execute(
-                sql.SQL("CREATE TEMP TABLE {a} ON COMMIT DROP AS SELECT {pk} FROM {t} WITH NO DATA").format(
-                    a=affected_table, pk=pk, t=t
-                )
-            )
+        if changed:
+            delta.restaged = state.candidates(spec, columns, recheck, keys_of_orphans)
             keys = _converted_keys(
                 spec, state.candidate_keys(spec) + state.old_keys(spec.name, spec.primary_key)
             )
             _copy_rows(conn, sql.SQL("COPY {} ({}) FROM STDIN").format(affected_table, pk), keys)
-            conn.execute("CREATE TEMP TABLE _touched (rowid bigint) ON COMMIT DROP")
             _copy_rows(conn, sql.SQL("COPY _touched FROM STDIN"), state.touched_rowids(spec.name))
             stage = quarantine.create_stage(conn, spec, columns)
             stage_rows(conn, state.candidate_batches(spec.name, columns), spec, columns, stage, spool, None)
@@ -533,13 +592,12 @@ def _apply_table(
             rows = before.rows - n_before - removed[spec.name] + n_after
             total = before.total - h_before - hashes[spec.name] + h_after
             result.checksum = str(content.Checksum(rows, total, tuple(columns)))
-            result.source_rows = state.count(spec.name)
-        else:
+        else:  # nothing changed in the table or its parents: its content and verdicts stand
             result.checksum = previous["checksum"]
+        result.source_rows = state.count(spec.name) if columns else 0
         result.rejected_rows = audit.write_rejections(conn, run_id, spec.name, spool.drain())
-        if columns:
-            carried = _carry_forward(conn, spec, previous["run_id"], run_id)
-            conn.execute("DROP TABLE _touched")
+        carried = _carry_forward(conn, spec, previous["run_id"], run_id)
+        conn.execute("DROP TABLE _touched")
         result.rejected_rows += sum(carried.values())
         result.rejected_by_reason = dict((Counter(spool.kinds) + Counter(carried)).most_common())
     # the table's rows, from the statements' own row counts (a count(*) would read all of a big table);

@@ -37,6 +37,9 @@ SERVER_OPTIONS = (
     # least used entries are evicted
     "-c pg_stat_statements.max=20000",
     "-c max_wal_size=4GB",
+    # a buffer cache that holds a migrated table of a few million rows, so syncs and checks that look up
+    # scattered rows find them in memory (the default 128MB is meant for tiny machines)
+    f"-c shared_buffers={max(128, min(2048, os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE') // 16 >> 20))}MB",
     "-c checkpoint_timeout=15min",
 )
 
