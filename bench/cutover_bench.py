@@ -5,13 +5,18 @@
 1. generates the app's database (WAL mode, as the app keeps it);
 2. migrates it in full into a fresh database of the embedded server (snapshot, conversion, quarantine,
    COPY, constraint checks, indexes): the reference time;
-3. ``--repeat`` times: the app's writer changes ``--percent`` % of the tweets (new tweets, tweets
+3. the cutover as the runbook runs it: the app has changed ``--percent`` % of the tweets and a quarter as
+   many rows across all tables since the full migration, and its writer process goes on writing while
+   ``cutover.run`` syncs in catch-up rounds; when a round moves at most 1,000 rows the operator stops the
+   writer and gives the freeze signal, the final sync takes what it wrote meanwhile, then every check:
+   the write freeze is timed from the signal to the final sync's commit;
+4. the worst case, ``--repeat`` times: the app's writer changes ``--percent`` % of the tweets (new tweets, tweets
    re-scraped with INSERT OR REPLACE, tweets deleted) and then as many rows again across all tables (its
    whole mix: users replaced, referral uses, funnel updates and deletes...), each change its own
    transaction; then the final sync of the cutover runs as during the freeze
    (``cutover.final_sync``: reading the source, the change set, one PostgreSQL transaction) and is timed
    from its start to its commit; the freeze's baseline bookkeeping after the commit is shown apart;
-4. checks that PostgreSQL then holds exactly what a full load would (the delta's carried checksum
+5. checks that PostgreSQL then holds exactly what a full load would (the delta's carried checksum
    against the table's real checksum) and prints the freeze as a share of the full migration.
 Figures go into the README by hand.
 """
@@ -19,7 +24,10 @@ Figures go into the README by hand.
 from __future__ import annotations
 
 import argparse
+import signal
 import statistics
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -37,6 +45,49 @@ from migration_pipeline.source import Snapshot, take_snapshot
 from migration_pipeline.target import connect
 
 WORK = Path(__file__).resolve().parent / "work"
+
+
+class _Runbook:
+    rounds: list
+    rounds_rows: int
+    made: int
+    final_rows: int
+    freeze: float
+    verify_s: float
+
+
+def _runbook(conn, catalog, source: Path, baseline: Path, changes: int) -> _Runbook:
+    """The cutover as operators run it: ``changes`` changes of the app (1% of the tweets and a quarter as
+    many across all tables) have accumulated since the full migration, and the app goes on writing
+    steadily (three quarters of its changes to tweets) while the catch-up rounds sync, until the freeze;
+    the final sync takes what it wrote during the last round."""
+    write(source, changes=changes, seed=11, kinds=TWEET_KINDS)
+    write(source, changes=changes // 4, seed=12)
+    writer = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from migration_pipeline.app_writer import write, KINDS, TWEET_KINDS; "
+         "print(write(sys.argv[1], seconds=600, seed=13, pause=0.002, kinds=TWEET_KINDS * 4 + tuple(KINDS)))",
+         str(source)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    freeze_signal = WORK / "cutover-freeze"
+    made = []
+
+    def log(message: str) -> None:
+        if message.startswith("waiting for"):  # the operator stops the app, then signals
+            writer.send_signal(signal.SIGINT)
+            made.append(int(writer.communicate()[0].split()[-1]))
+            freeze_signal.touch()
+
+    time.sleep(1.0)  # the app is writing when the cutover starts
+    start = time.perf_counter()
+    result = cutover.run(conn, catalog, source, baseline, "bench-cutover", small_rows=1_000, max_rounds=10,
+                         signal=freeze_signal, timeout_s=600, log=log)  # fmt: skip
+    run = _Runbook()
+    run.rounds, run.made = result.rounds, changes + changes // 4 + made[0]
+    run.rounds_rows = sum(r.changed_rows for r in result.rounds)
+    run.final_rows, run.freeze = result.final.changed_rows, result.freeze_seconds
+    run.verify_s = time.perf_counter() - start - sum(r.seconds for r in result.rounds) - result.final.seconds
+    return run
 
 
 def main() -> int:
@@ -67,8 +118,16 @@ def main() -> int:
             full = time.perf_counter() - start
             print(f"full migration: {full:.1f} s")
 
-            freezes, after = [], []
             changes = int(args.tweets * args.percent / 100)
+            runbook = _runbook(conn, catalog, source, baseline, changes)
+            print(
+                f"cutover runbook: {runbook.rounds_rows:,} changed source rows synced in {len(runbook.rounds)}"
+                f" catch-up round(s) ({runbook.made:,} app changes in all, the app writing throughout); final sync "
+                f"{runbook.final_rows:,} rows; write freeze {runbook.freeze:.2f} s = {runbook.freeze / full:.1%}"
+                f" of the full migration; then every check passed ({runbook.verify_s:.1f} s with the waits)"
+            )
+
+            freezes, after = [], []
             for number in range(1, args.repeat + 1):
                 write(source, changes=changes, seed=100 + number, kinds=TWEET_KINDS)
                 write(source, changes=changes // 4, seed=200 + number)
