@@ -19,7 +19,7 @@ from ..load import LoadResult, load_table
 from ..provenance import code_version, load_sql, quarantine_sql
 from ..sample_data import generate
 from ..source import Snapshot, take_snapshot
-from .lineage import column_lineage, table_schema
+from .lineage import column_lineage, lineage_markdown, table_schema
 from .resources import MigrationResource
 
 SNAPSHOT_KEY = AssetKey(["sqlite", "snapshot"])
@@ -118,6 +118,9 @@ def _progress_logger(context: AssetExecutionContext, total: int):
 
 
 def _metadata(spec: TableSpec, result: LoadResult) -> dict:
+    loaded = (
+        [c for c in spec.column_names if c not in result.defaulted_columns] if result.source_present else []
+    )
     return {
         "dagster/table_name": f"public.{spec.name}",
         "dagster/row_count": result.loaded_rows,
@@ -130,12 +133,8 @@ def _metadata(spec: TableSpec, result: LoadResult) -> dict:
         "rows_per_s": round(result.rows_per_second, 1),
         "defaulted_columns": MetadataValue.json(list(result.defaulted_columns)),
         "cascaded_deletes": MetadataValue.json(result.cascaded_deletes),
-        "dagster/column_lineage": column_lineage(
-            source_key(spec.name),
-            [c for c in spec.column_names if c not in result.defaulted_columns]
-            if result.source_present
-            else [],
-        ),
+        "dagster/column_lineage": column_lineage(source_key(spec.name), loaded),
+        "column_lineage": MetadataValue.md(lineage_markdown(spec, source_key(spec.name), loaded)),
         "run_id": result.run_id,
         "code_version": CODE_VERSION,
         "source_path": result.origin.get("source_path") or "not recorded",
@@ -156,7 +155,13 @@ def table_asset(spec: TableSpec) -> AssetsDefinition:
         kinds={"postgres"},
         code_version=CODE_VERSION,
         owners=["team:migration"],
-        metadata={"dagster/column_schema": table_schema(spec), "dagster/table_name": f"public.{spec.name}"},
+        metadata={
+            "dagster/column_schema": table_schema(spec),
+            "dagster/table_name": f"public.{spec.name}",
+            "column_lineage": MetadataValue.md(
+                lineage_markdown(spec, source_key(spec.name), spec.column_names)
+            ),
+        },
         description=(
             f"PostgreSQL table `{spec.name}`, replaced in one transaction with the snapshot's rows: every value "
             "converted by the value rules, bulk-loaded with COPY; rows that cannot load exactly (bad values, "
