@@ -26,7 +26,6 @@ import sqlite3
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -128,63 +127,19 @@ def _tables(db: sqlite3.Connection, schema: str) -> set[str]:
     return {r[0] for r in rows}
 
 
-@dataclass(frozen=True)
-class _Table:
-    name: str
-    columns: tuple[str, ...]
-    changed: str  # SQL: rows o (baseline) and n (source) differ
-    split: int  # rowid where the two halves of the scan meet
-
-
-def _scan_half(
-    baseline: Path, source_uri: str, out: Path, tables: list[_Table], upper: bool
-) -> dict[str, list[int]]:
-    """One half (by rowid) of every table's comparison, on a connection of its own: the new and changed
-    rows, with their values, into ``out``; returns per table the baseline rowids no longer in the
-    source (rows deleted, or moved by INSERT OR REPLACE)."""
+def _diff(baseline: Path, source_uri: str, out: Path, catalog: Catalog) -> dict[str, tuple[str, ...]]:
+    """Write the change set of the source against the baseline into ``out``; returns the columns of each
+    table present on both sides. One connection, one read transaction on the source: the change set is
+    the difference to one real state of it. (Reading halves on two connections at once is faster but
+    sees two states, whose mix can hold a key twice, which no real state of the app's file can.)"""
+    out.unlink(missing_ok=True)
     db = sqlite3.connect(_ro(baseline), uri=True, isolation_level=None)
     try:
         db.execute("ATTACH ? AS src", (source_uri,))
         db.execute("ATTACH ? AS cs", (str(out),))
         db.execute("BEGIN")
-        gone = {}
-        side = ">" if upper else "<="
-        for t in tables:
-            q = quote(t.name)
-            cols = ", ".join(quote(c) for c in t.columns)
-            new_cols = ", ".join(f"n.{quote(c)}" for c in t.columns)
-            db.execute(f"CREATE TABLE cs.{q} (_rowid INTEGER PRIMARY KEY, {cols})")  # no types: kept as-is
-            db.execute(
-                f"INSERT INTO cs.{q} SELECT n.rowid, {new_cols} FROM src.{q} n LEFT JOIN main.{q} o"
-                f" ON o.rowid = n.rowid WHERE n.rowid {side} ? AND (o.rowid IS NULL OR {t.changed})",
-                (t.split,),
-            )
-            gone[t.name] = [r[0] for r in db.execute(
-                f"SELECT o.rowid FROM main.{q} o WHERE o.rowid {side} ?"
-                f" AND NOT EXISTS (SELECT 1 FROM src.{q} n WHERE n.rowid = o.rowid)",
-                (t.split,),
-            )]  # fmt: skip
-        db.execute("COMMIT")
-        return gone
-    finally:
-        db.close()
-
-
-def _diff(baseline: Path, source_uri: str, out: Path, catalog: Catalog) -> dict[str, tuple[str, ...]]:
-    """Write the change set of the source against the baseline into ``out``; returns the columns of each
-    table present on both sides. Each table is compared in two halves by rowid, at once, on two
-    connections (two cores). Were the source written between their reads, the change set still holds
-    each row as it was at one of them, and the baseline advanced by it is exactly what PostgreSQL holds,
-    so the next sync repairs the difference; the final sync of a cutover proves the source did not
-    change at all."""
-    out.unlink(missing_ok=True)
-    upper = out.with_name(out.name + ".upper")
-    upper.unlink(missing_ok=True)
-    db = sqlite3.connect(_ro(baseline), uri=True, isolation_level=None)
-    try:
-        db.execute("ATTACH ? AS src", (source_uri,))
         present = {"main": _tables(db, "main"), "src": _tables(db, "src")}
-        tables: list[_Table] = []
+        diffed: dict[str, tuple[str, ...]] = {}
         for spec in catalog.tables:
             t = spec.name
             if (t in present["main"]) != (t in present["src"]):
@@ -199,41 +154,33 @@ def _diff(baseline: Path, source_uri: str, out: Path, catalog: Catalog) -> dict[
                 raise DeltaError(
                     f"the columns of source table {t} changed since the last load: run a full migration"
                 )
-            top = db.execute(
-                f"SELECT max(coalesce((SELECT max(rowid) FROM main.{quote(t)}), 0),"
-                f" coalesce((SELECT max(rowid) FROM src.{quote(t)}), 0))"
-            ).fetchone()[0]
+            diffed[t] = columns
+            q = quote(t)
+            cols = ", ".join(quote(c) for c in columns)
+            new_cols = ", ".join(f"n.{quote(c)}" for c in columns)
             changed = _differs(columns, _untyped(db, "src", t) | _untyped(db, "main", t))
-            tables.append(_Table(t, columns, changed, top // 2))
-        db.close()
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            halves = [
-                pool.submit(_scan_half, baseline, source_uri, path, tables, path == upper)
-                for path in (out, upper)
-            ]
-            gone = [half.result() for half in halves]
-        db = sqlite3.connect(_ro(baseline), uri=True, isolation_level=None)
-        db.execute("ATTACH ? AS cs", (str(out),))
-        db.execute("ATTACH ? AS upper", (str(upper),))
-        db.execute("BEGIN")
-        for t in tables:
-            q = quote(t.name)
-            db.execute(f"INSERT INTO cs.{q} SELECT * FROM upper.{q}")
-            db.execute(f"CREATE TABLE cs.{_gone(t.name)} (_rowid INTEGER PRIMARY KEY)")
+            db.execute(f"CREATE TABLE cs.{q} (_rowid INTEGER PRIMARY KEY, {cols})")  # no types: kept as-is
+            db.execute(
+                f"INSERT INTO cs.{q} SELECT n.rowid, {new_cols} FROM src.{q} n LEFT JOIN main.{q} o"
+                f" ON o.rowid = n.rowid WHERE o.rowid IS NULL OR {changed}"
+            )
+            db.execute(f"CREATE TABLE cs.{_gone(t)} (_rowid INTEGER PRIMARY KEY)")
+            db.execute(  # rows deleted, or moved elsewhere by INSERT OR REPLACE
+                f"INSERT INTO cs.{_gone(t)} SELECT o.rowid FROM main.{q} o"
+                f" WHERE NOT EXISTS (SELECT 1 FROM src.{q} n WHERE n.rowid = o.rowid)"
+            )
             db.execute(  # the old versions of changed rows
-                f"INSERT INTO cs.{_gone(t.name)} SELECT c._rowid FROM cs.{q} c"
+                f"INSERT OR IGNORE INTO cs.{_gone(t)} SELECT c._rowid FROM cs.{q} c"
                 f" WHERE EXISTS (SELECT 1 FROM main.{q} o WHERE o.rowid = c._rowid)"
             )
-            rowids = [(r,) for half in gone for r in half[t.name]]
-            db.executemany(f"INSERT OR IGNORE INTO cs.{_gone(t.name)} VALUES (?)", rowids)
         db.execute("COMMIT")
-        return {t.name: t.columns for t in tables}
+        return diffed
     except BaseException:
+        db.close()
         out.unlink(missing_ok=True)
         raise
     finally:
         db.close()
-        upper.unlink(missing_ok=True)
 
 
 def _write_meta(out: Path, run_id: str, source: Path, taken_at: datetime) -> str:
@@ -474,37 +421,21 @@ def _cascade(
 ) -> None:
     """Take out of the referencing tables the rows whose parent rows ``doomed`` (a query of the
     referenced key values) leave; they are converted again when their table's turn comes (and end up
-    quarantined as orphans, as in a full load). Deepest first."""
-    for child, fk in catalog.children(table):
-        selector = sql.SQL("({}) IN (SELECT {} FROM ({}) d)").format(
-            sql.SQL(", ").join(map(sql.Identifier, fk.columns)),
-            sql.SQL(", ").join(map(sql.Identifier, fk.parent_columns)),
-            doomed,
-        )
-        grandchildren = catalog.children(child.name)
-        if grandchildren:
-            referenced = dict.fromkeys(c for _, gfk in grandchildren for c in gfk.parent_columns)
-            _cascade(
-                conn,
-                catalog,
-                child.name,
-                sql.SQL("SELECT {} FROM {} WHERE {}").format(
-                    sql.SQL(", ").join(map(sql.Identifier, referenced)), sql.Identifier(child.name), selector
-                ),
-                pending,
-                removed,
-                hashes,
-            )
-        columns = pending["columns"][child.name]
+    quarantined as orphans, as in a full load)."""
+
+    def remove(child: TableSpec, condition: sql.Composable) -> None:
         rows = conn.execute(
             sql.SQL("DELETE FROM {t} t WHERE {w} RETURNING {pk}, {h}").format(
-                t=sql.Identifier(child.name), w=selector, pk=_pk(child), h=changes.row_hash(columns, "t")
+                t=sql.Identifier(child.name), w=condition, pk=_pk(child),
+                h=changes.row_hash(pending["columns"][child.name], "t"),
             )
-        ).fetchall()
+        ).fetchall()  # fmt: skip
         for *key, row_hash in rows:
             pending["keys"].setdefault(child.name, []).append(tuple(key))
             removed[child.name] += 1
             hashes[child.name] += row_hash
+
+    quarantine.cascade(catalog, table, doomed, remove)
 
 
 def _apply_table(
@@ -606,7 +537,10 @@ def _apply_table(
     if result.source_rows != result.loaded_rows + result.rejected_rows:
         raise DeltaError(
             f"{spec.name}: {result.source_rows} source rows but {result.loaded_rows} in the table + "
-            f"{result.rejected_rows} quarantined after the delta; rolled back (run a full migration)"
+            f"{result.rejected_rows} quarantined after the delta ({delta.added} rows new or changed, "
+            f"{delta.removed} gone or changed, {delta.restaged} converted again, {delta.inserted} inserted, "
+            f"{delta.deleted} deleted, {removed[spec.name]} removed under a parent, {sum(carried.values())} "
+            f"verdicts carried); rolled back (run a full migration)"
         )
     if content.Checksum.parse(result.checksum).rows != result.loaded_rows:
         raise DeltaError(f"{spec.name}: the carried checksum does not match the table; rolled back")

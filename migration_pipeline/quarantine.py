@@ -197,11 +197,12 @@ def constraint_rejections(
                 spool.add(Rejection(rowid, source_key(row), column, reason, kind), row[1:])
 
 
-def _cascade_delete(
-    conn, catalog: Catalog, table: str, doomed: sql.Composable, counts: dict[str, int]
+def cascade(
+    catalog: Catalog, table: str, doomed: sql.Composable, remove: Callable[[TableSpec, sql.Composable], None]
 ) -> None:
-    """Delete the rows of tables referencing the ``table`` rows whose referenced key values ``doomed``
-    (a query) returns, deepest first, so that those ``table`` rows can then be deleted."""
+    """Remove the rows of tables referencing the ``table`` rows whose referenced key values ``doomed`` (a
+    query) returns, deepest first, so that those ``table`` rows can then be deleted: ``remove(child,
+    condition)`` deletes the child rows meeting ``condition``."""
     for child, fk in catalog.children(table):
         selector = sql.SQL("({}) IN (SELECT {} FROM ({}) d)").format(
             sql.SQL(", ").join(map(sql.Identifier, fk.columns)),
@@ -214,12 +215,21 @@ def _cascade_delete(
             child_doomed = sql.SQL("SELECT {} FROM {} WHERE {}").format(
                 sql.SQL(", ").join(map(sql.Identifier, referenced)), sql.Identifier(child.name), selector
             )
-            _cascade_delete(conn, catalog, child.name, child_doomed, counts)
+            cascade(catalog, child.name, child_doomed, remove)
+        remove(child, selector)
+
+
+def _cascade_delete(
+    conn, catalog: Catalog, table: str, doomed: sql.Composable, counts: dict[str, int]
+) -> None:
+    def remove(child: TableSpec, condition: sql.Composable) -> None:
         deleted = conn.execute(
-            sql.SQL("DELETE FROM {} WHERE {}").format(sql.Identifier(child.name), selector)
+            sql.SQL("DELETE FROM {} WHERE {}").format(sql.Identifier(child.name), condition)
         )
         if deleted.rowcount:
             counts[child.name] = counts.get(child.name, 0) + deleted.rowcount
+
+    cascade(catalog, table, doomed, remove)
 
 
 @contextmanager

@@ -72,4 +72,11 @@ def test_applied_schema_matches_files(conn, catalog):
     audit = {
         r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'migration_audit'")
     }
-    assert audit == {"rejected_rows", "table_loads", "row_changes", "monitor_samples", "monitor_alerts"}
+    assert audit == {
+        "rejected_rows",
+        "table_loads",
+        "row_changes",
+        "monitor_samples",
+        "monitor_alerts",
+        "cutovers",
+    }
