@@ -97,6 +97,9 @@ class TableSpec:
 class Catalog:
     tables: tuple[TableSpec, ...]  # in load order: every parent before its children
     ddl: tuple[str, ...]  # the schema files' text, in file order
+    # the statements creating the migrated (unqualified) tables and their indexes, without the audit
+    # schema: what conformance re-creates in a scratch schema, touching no table in use
+    public_ddl: tuple[str, ...] = ()
 
     def table(self, name: str) -> TableSpec:
         for t in self.tables:
@@ -207,9 +210,14 @@ def parse_schema(texts: list[str]) -> Catalog:
     migrated tables)."""
     tables: dict[str, TableSpec] = {}
     indexes: dict[str, list[str]] = {}
+    public: list[str] = []
     for text in texts:
+        encoded = text.encode()
         for raw in parse_sql(text):
             stmt = raw.stmt
+            if isinstance(stmt, (ast.CreateStmt, ast.IndexStmt)) and not stmt.relation.schemaname:
+                end = raw.stmt_location + raw.stmt_len if raw.stmt_len else len(encoded)
+                public.append(encoded[raw.stmt_location : end].decode().strip())
             if isinstance(stmt, ast.CreateStmt) and not stmt.relation.schemaname:
                 spec = _table(stmt)
                 tables[spec.name] = spec
@@ -231,7 +239,7 @@ def parse_schema(texts: list[str]) -> Catalog:
     file_order = list(tables)
     ordered = sorted(tables, key=lambda n: (depth[n], file_order.index(n)))
     specs = tuple(TableSpec(**{**tables[n].__dict__, "indexes": tuple(indexes.get(n, ()))}) for n in ordered)
-    return Catalog(tables=specs, ddl=tuple(texts))
+    return Catalog(tables=specs, ddl=tuple(texts), public_ddl=tuple(public))
 
 
 @cache

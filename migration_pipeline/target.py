@@ -9,6 +9,8 @@ Fails: :class:`TargetError` with a secret-free message when the server cannot be
 
 from __future__ import annotations
 
+import hashlib
+
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
@@ -90,9 +92,42 @@ def open_pool(
     return pool
 
 
+def _schema_current(conn: psycopg.Connection, catalog: Catalog, digest: str) -> bool:
+    """Whether this very DDL was applied to the database and its tables and indexes are all there:
+    read-only catalog lookups, so concurrent loads are never waited for."""
+    if conn.execute("SELECT to_regclass('migration_audit.schema_applied')").fetchone()[0] is None:
+        return False
+    applied = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM migration_audit.schema_applied WHERE ddl_sha256 = %s)", (digest,)
+    ).fetchone()[0]
+    names = sorted(
+        {spec.name for spec in catalog.tables} | {i for spec in catalog.tables for i in spec.indexes}
+    )
+    present = conn.execute(
+        "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE n.nspname = 'public' AND c.relname = ANY(%s)",
+        (names,),
+    ).fetchone()[0]
+    return applied and present == len(names)
+
+
 def apply_schema(conn: psycopg.Connection, catalog: Catalog) -> None:
-    """Create whatever of ``schema/`` is missing (tables, indexes, the audit schema) and commit."""
+    """Create whatever of ``schema/`` is missing (tables, indexes, the audit schema) and commit.
+
+    Skipped when this DDL is recorded as applied and every table and index exists: running it anyway
+    would take locks (``CREATE INDEX IF NOT EXISTS`` locks its table before it looks) that deadlock with
+    a sibling table's load in progress. Processes applying it at once are serialised by an advisory lock
+    and look again once they hold it."""
+    digest = hashlib.sha256("\n".join(catalog.ddl).encode()).hexdigest()
+    if _schema_current(conn, catalog, digest):
+        return
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+        if _schema_current(conn, catalog, digest):
+            return
         for ddl in catalog.ddl:
             conn.execute(ddl)
+        conn.execute(
+            "INSERT INTO migration_audit.schema_applied (ddl_sha256) VALUES (%s) ON CONFLICT DO NOTHING",
+            (digest,),
+        )

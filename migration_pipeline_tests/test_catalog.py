@@ -78,5 +78,6 @@ def test_applied_schema_matches_files(conn, catalog):
         "row_changes",
         "monitor_samples",
         "monitor_alerts",
+        "schema_applied",
         "cutovers",
     }

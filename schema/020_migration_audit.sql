@@ -93,6 +93,13 @@ CREATE TABLE IF NOT EXISTS migration_audit.cutovers (
     verified BOOLEAN
 );
 
+-- Which versions of schema/ were applied (sha256 of the DDL text): loads skip re-running DDL, whose
+-- table locks would otherwise collide with other tables' loads in progress.
+CREATE TABLE IF NOT EXISTS migration_audit.schema_applied (
+    ddl_sha256 TEXT PRIMARY KEY,
+    applied_at TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT CURRENT_TIMESTAMP
+);
+
 -- Monitoring history (migration_pipeline/monitor.py): one sample of PostgreSQL's health per sensor tick,
 -- and every alert raised (once per incident).
 CREATE TABLE IF NOT EXISTS migration_audit.monitor_samples (
