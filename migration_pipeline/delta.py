@@ -38,7 +38,7 @@ from .catalog import Catalog, TableSpec
 from .convert import Rejected, converter_for, decode_text
 from .load import LoadResult, _source_key, set_sequences, stage_rows
 from .provenance import code_version
-from .source import Snapshot, file_sha256, quote, read_consistently, record_origin
+from .source import Snapshot, file_sha256, quote, read_consistently, record_origin, snapshot_lock
 from .target import apply_schema
 
 MODE = "delta"
@@ -618,8 +618,13 @@ def sync(conn: psycopg.Connection, catalog: Catalog, source: Path, baseline: Pat
     if not baseline.is_file():
         raise DeltaError(f"no baseline snapshot at {baseline}: run a full migration first")
     apply_schema(conn, catalog)
+    with snapshot_lock(baseline, exclusive=True):  # waits for loads and checks reading it
+        return _sync_locked(conn, catalog, source, baseline, run_id)
+
+
+def _sync_locked(conn, catalog: Catalog, source: Path, baseline: Path, run_id: str) -> SyncResult:
     recover(conn, baseline)
-    with Snapshot(baseline) as snap:
+    with Snapshot(baseline, locked=False) as snap:  # this process holds the lock exclusively
         identity = snap.origin()["snapshot_sha256"]
     loads = _check_preconditions(conn, catalog, identity)
     changeset = changeset_path(baseline)

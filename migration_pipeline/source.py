@@ -11,10 +11,12 @@ Fails: :class:`SourceError` for a missing or unreadable file; sqlite3 errors oth
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -115,7 +117,8 @@ def take_snapshot(source_path: Path, snapshot_path: Path) -> SnapshotInfo:
         partial.unlink(missing_ok=True)
         raise SourceError(f"cannot read SQLite source {source_path}: {err}") from err
     taken_at = datetime.now(UTC)
-    os.replace(partial, snapshot_path)
+    with snapshot_lock(snapshot_path, exclusive=True):
+        os.replace(partial, snapshot_path)
     with Snapshot(snapshot_path) as snap:
         counts = {name: snap.count(name) for name in snap.table_names()}
     info = SnapshotInfo(
@@ -123,6 +126,21 @@ def take_snapshot(source_path: Path, snapshot_path: Path) -> SnapshotInfo:
     )
     record_origin(snapshot_path, source_path, info.snapshot_sha256, taken_at)
     return info
+
+
+@contextmanager
+def snapshot_lock(snapshot_path: Path, *, exclusive: bool) -> Iterator[None]:
+    """A lock beside a snapshot: readers (every :class:`Snapshot`) share it; whoever changes the file in
+    place or replaces it (a delta sync advancing its baseline, a new snapshot) takes it exclusively, so
+    no load or check ever reads a snapshot half changed."""
+    path = snapshot_path.with_name(snapshot_path.name + ".lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _origin_path(snapshot_path: Path) -> Path:
@@ -154,10 +172,15 @@ def default_snapshot_path(settings: Settings) -> Path:
 class Snapshot:
     """A read-only view of a snapshot file (immutable: nothing else writes it)."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, *, locked: bool = True):
         if not Path(path).is_file():
             raise SourceError(f"no source snapshot at {path}: materialize the snapshot asset first")
         self.path = Path(path)
+        # held until close(): a delta sync waits for readers. ``locked=False`` is for the holder of the
+        # exclusive lock itself.
+        self._lock = snapshot_lock(self.path, exclusive=False) if locked else None
+        if self._lock is not None:
+            self._lock.__enter__()
         self._conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro&immutable=1", uri=True)
         self._conn.text_factory = decode_text
 
@@ -169,6 +192,9 @@ class Snapshot:
 
     def close(self) -> None:
         self._conn.close()
+        if self._lock is not None:
+            self._lock.__exit__(None, None, None)
+            self._lock = None
 
     def origin(self) -> dict:
         """Where this snapshot came from: ``source_path``, ``snapshot_sha256``, ``taken_at`` (ISO 8601),

@@ -222,3 +222,26 @@ def test_a_failed_apply_changes_nothing(conn, catalog, sample_db, tmp_path, monk
         ]
         == 0
     )
+
+
+def test_a_sync_waits_for_readers_of_its_baseline(conn, catalog, sample_db, tmp_path):
+    """Loads and checks read the snapshot while a sync would change it in place: the sync waits."""
+    import threading
+
+    from migration_pipeline.source import Snapshot
+
+    source = editable_copy(sample_db, tmp_path / "app.db")
+    migrate(conn, catalog, source, "full-1", tmp_path)
+    baseline = tmp_path / "full-1.snapshot.db"
+    sqlite_exec(source, *APP_CHANGES[:3])
+    results = []
+    reader = Snapshot(baseline)  # a check step reading the baseline
+    syncing = threading.Thread(
+        target=lambda: results.append(delta.sync(conn, catalog, source, baseline, "d-1"))
+    )
+    syncing.start()
+    syncing.join(timeout=1.0)
+    assert syncing.is_alive() and not results  # waiting for the reader
+    reader.close()
+    syncing.join(timeout=60)
+    assert results and results[0].changed_rows > 0

@@ -318,15 +318,14 @@ def test_applying_the_schema_again_waits_for_no_load(conn, catalog, migrated, se
     must not wait for the lock (it deadlocked once the first load wanted the audit tables back)."""
     from migration_pipeline.target import apply_schema, connect
 
-    with connect(settings) as loading:
-        with loading.transaction():
-            loading.execute("LOCK TABLE tweets IN EXCLUSIVE MODE")
-            loading.execute(
-                "INSERT INTO migration_audit.row_changes (table_name, op, row_hash) VALUES ('x', 'I', 0)"
-            )
-            conn.execute("SET lock_timeout = '2s'")
-            apply_schema(conn, catalog)  # returns at once: nothing to do, nothing locked
-            conn.execute("RESET lock_timeout")
+    with connect(settings) as loading, loading.transaction():
+        loading.execute("LOCK TABLE tweets IN EXCLUSIVE MODE")
+        loading.execute(
+            "INSERT INTO migration_audit.row_changes (table_name, op, row_hash) VALUES ('x', 'I', 0)"
+        )
+        conn.execute("SET lock_timeout = '2s'")
+        apply_schema(conn, catalog)  # returns at once: nothing to do, nothing locked
+        conn.execute("RESET lock_timeout")
     conn.execute("DROP INDEX idx_tweets_text")
     apply_schema(conn, catalog)  # a missing index is still recreated
     assert conn.execute("SELECT to_regclass('idx_tweets_text')").fetchone()[0] is not None
