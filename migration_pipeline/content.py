@@ -25,6 +25,7 @@ from .catalog import Catalog, TableSpec
 from .source import Snapshot
 
 VERSION = "rowmd5-v1"
+ALL_ROWS = sql.SQL("true")
 
 
 @dataclass(frozen=True)
@@ -50,15 +51,22 @@ def _fixed_rendering(conn: psycopg.Connection) -> None:
     conn.execute("SET LOCAL IntervalStyle = 'postgres'")
 
 
-def checksum(conn: psycopg.Connection, relation: sql.Composable, columns: Sequence[str]) -> Checksum:
-    """The checksum of ``relation`` over ``columns`` (call inside a transaction)."""
+def checksum(
+    conn: psycopg.Connection,
+    relation: sql.Composable,
+    columns: Sequence[str],
+    where: sql.Composable = ALL_ROWS,
+) -> Checksum:
+    """The checksum of ``relation``'s rows meeting ``where`` (on alias ``t``) over ``columns`` (call
+    inside a transaction)."""
     _fixed_rendering(conn)
     if not columns:
-        rows = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(relation)).fetchone()[0]
+        counted = sql.SQL("SELECT count(*) FROM {} t WHERE {}").format(relation, where)
+        rows = conn.execute(counted).fetchone()[0]
         return Checksum(rows, 0, ())
     rows, total = conn.execute(
-        sql.SQL("SELECT count(*), coalesce(sum({}), 0) FROM {} t").format(
-            changes.row_hash(columns, "t"), relation
+        sql.SQL("SELECT count(*), coalesce(sum({}), 0) FROM {} t WHERE {}").format(
+            changes.row_hash(columns, "t"), relation, where
         )
     ).fetchone()
     return Checksum(rows, int(total), tuple(columns))

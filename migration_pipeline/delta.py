@@ -317,15 +317,6 @@ def _pk(spec: TableSpec) -> sql.Composable:
     return sql.SQL(", ").join(map(sql.Identifier, spec.primary_key))
 
 
-def _hash_sum(conn, spec: TableSpec, columns, where: sql.Composable, relation=None) -> tuple[int, int]:
-    n, total = conn.execute(
-        sql.SQL("SELECT count(*), coalesce(sum({h}), 0) FROM {t} t WHERE {w}").format(
-            h=changes.row_hash(columns, "t"), t=relation or sql.Identifier(spec.name), w=where
-        )
-    ).fetchone()
-    return n, int(total)
-
-
 def _latest_loads(conn: psycopg.Connection) -> dict[str, dict]:
     with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
         rows = cur.execute(
@@ -482,7 +473,7 @@ def _apply_table(
             for temp in (stage, affected_table):  # statistics, so joins with the big table use its keys
                 conn.execute(sql.SQL("ANALYZE {}").format(temp))
             affected = sql.SQL("({pk}) IN (SELECT {pk} FROM {a})").format(pk=pk, a=affected_table)
-            n_before, h_before = _hash_sum(conn, spec, columns, affected)
+            old_rows = content.checksum(conn, t, columns, affected)  # the rows about to change
             doomed = sql.SQL("SELECT {pk} FROM {a} a WHERE ({pk}) NOT IN (SELECT {pk} FROM {s})").format(
                 pk=pk, a=affected_table, s=stage
             )
@@ -518,10 +509,10 @@ def _apply_table(
             ).rowcount
             # afterwards the rows with those keys are exactly the staged ones (the load's checksum is also
             # taken on its stage: the same row text)
-            n_after, h_after = _hash_sum(conn, spec, columns, sql.SQL("true"), stage)
+            new_rows = content.checksum(conn, stage, columns)
             conn.execute(sql.SQL("DROP TABLE {}, _rejects").format(stage))
-            rows = before.rows - n_before - removed[spec.name] + n_after
-            total = before.total - h_before - hashes[spec.name] + h_after
+            rows = before.rows - old_rows.rows - removed[spec.name] + new_rows.rows
+            total = before.total - old_rows.total - hashes[spec.name] + new_rows.total
             result.checksum = str(content.Checksum(rows, total, tuple(columns)))
         else:  # nothing changed in the table or its parents: its content and verdicts stand
             result.checksum = previous["checksum"]

@@ -1,5 +1,7 @@
 """The audit assets (group audit), after every table: the verification report and the provenance of each table."""
 
+from pathlib import Path
+
 from dagster import AssetExecutionContext, AssetKey, MaterializeResult, MetadataValue, asset
 
 from .. import provenance, report
@@ -8,6 +10,14 @@ from ..catalog import load_catalog
 from ..local_postgres import state_dir
 from .assets import target_key
 from .resources import MigrationResource
+
+
+def _write_report(kind: str, run_id: str, text: str) -> Path:
+    """Keep a report's Markdown under .local/reports/<kind>-<run id>.md; returns its path."""
+    path = state_dir() / "reports" / f"{kind}-{run_id}.md"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
 
 
 @asset(
@@ -25,9 +35,7 @@ def verification_report(context: AssetExecutionContext, migration: MigrationReso
     with migration.connection() as conn:
         reports = report.build(conn, load_catalog(), snapshot if snapshot.is_file() else None)
     text = report.render(reports, target=migration.settings.describe(), snapshot=str(snapshot))
-    path = state_dir() / "reports" / f"verification-{context.run_id}.md"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+    path = _write_report("verification", context.run_id, text)
     failed = [r.table for r in reports if r.blocking_failures]
     if failed:
         context.log.error(f"verification failed for {', '.join(failed)}: see {path}")
@@ -57,9 +65,7 @@ def provenance_report(context: AssetExecutionContext, migration: MigrationResour
     with migration.connection() as conn:
         text = provenance.render(conn, catalog)
         latest = {name: latest_load(conn, name) for name in catalog.names}
-    path = state_dir() / "reports" / f"provenance-{context.run_id}.md"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+    path = _write_report("provenance", context.run_id, text)
     summary = {
         name: {
             k: str(load[k])
