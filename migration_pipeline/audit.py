@@ -109,3 +109,22 @@ def latest_load(conn: psycopg.Connection, table: str) -> dict | None:
             "SELECT * FROM migration_audit.table_loads WHERE table_name = %s ORDER BY finished_at DESC LIMIT 1",
             (table,),
         ).fetchone()
+
+
+def proof_baseline(conn: psycopg.Connection, table: str) -> dict | None:
+    """What ``table``'s content is proven against: its latest load (``table_loads``), or a baseline
+    recorded from PostgreSQL since (``proof_baselines``: finalize, resuming the change log), whichever is
+    newer. A dict with run_id, rows, checksum, at, why (None when the table was never loaded)."""
+    with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
+        return cur.execute(
+            """
+            SELECT * FROM (
+                SELECT run_id, loaded_rows AS rows, checksum, finished_at AS at, 'load (' || mode || ')' AS why
+                FROM migration_audit.table_loads WHERE table_name = %(t)s
+                UNION ALL
+                SELECT run_id, rows, checksum, recorded_at, why
+                FROM migration_audit.proof_baselines WHERE table_name = %(t)s) b
+            ORDER BY at DESC LIMIT 1
+            """,
+            {"t": table},
+        ).fetchone()

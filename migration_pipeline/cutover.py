@@ -22,7 +22,7 @@ from pathlib import Path
 
 import psycopg
 
-from . import behaviour, delta, proof
+from . import behaviour, delta, phase, proof
 from .catalog import Catalog
 
 Log = Callable[[str], None]
@@ -164,6 +164,8 @@ def verify(
         raise CutoverError(f"verification failed: {failures[:5]}; keep (or put back) the app on SQLite")
     record(conn, run_id, source, "verified: the app runs on PostgreSQL; SQLite stays as the fallback",
            verified=True)  # fmt: skip
+    # from now on the app's writes to PostgreSQL are explained by the change log
+    phase.declare(conn, phase.SWITCHED, run_id=run_id, note=f"cutover {run_id}: final sync verified")
     return failures
 
 

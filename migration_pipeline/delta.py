@@ -33,7 +33,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from . import audit, changes, content, quarantine
+from . import audit, changes, content, phase, quarantine
 from .catalog import Catalog, TableSpec
 from .convert import Rejected, converter_for, decode_text
 from .load import LoadResult, _source_key, set_sequences, stage_rows
@@ -330,6 +330,27 @@ def _affected(table: str) -> sql.Identifier:
     return sql.Identifier(f"_affected_{table}")
 
 
+def refuse_if_written(conn: psycopg.Connection) -> None:
+    """A sync (or load) from SQLite would overwrite what was written to PostgreSQL since the last load:
+    refuse once the app writes there, or while the change log holds anything, saying what (the same
+    explanation the checks give)."""
+    now = phase.current(conn)
+    if now.name != phase.MIGRATED:
+        raise DeltaError(
+            f"the database is {now.describe()}: syncing from SQLite now would overwrite the app's writes"
+        )
+    lines = [
+        line
+        for table in changes.size(conn)
+        for line in changes.explain(table, changes.unexplained(conn, table), now)
+    ]
+    if lines:
+        raise DeltaError(
+            "PostgreSQL has been written to since the last load, and a sync from SQLite would overwrite it: "
+            + "; ".join(lines)
+        )
+
+
 def _recheck(conn, catalog: Catalog, spec: TableSpec, run_id: str) -> list[int]:
     """Rowids quarantined by ``run_id`` for a foreign key whose parent key this sync touched (the parent
     may now exist, or be quarantined, or be gone): their verdict is decided again. Every other verdict
@@ -389,15 +410,7 @@ def _check_preconditions(conn, catalog: Catalog, identity: str) -> dict[str, dic
             f"the last load of {', '.join(r[0] for r in untracked)} predates rowid tracking of quarantined "
             "rows: run a full migration"
         )
-    written = conn.execute(
-        "SELECT table_name, count(*) FROM migration_audit.row_changes GROUP BY 1 ORDER BY 1"
-    ).fetchall()
-    if written:
-        raise DeltaError(
-            "the app has written to PostgreSQL since the last load ("
-            + ", ".join(f"{t}: {n} row changes" for t, n in written)
-            + "): syncing from SQLite now would overwrite those writes"
-        )
+    refuse_if_written(conn)
     return loads
 
 

@@ -9,6 +9,7 @@ Out: a :class:`LoadResult`. On return the table holds exactly the source rows th
 Fails: :class:`LoadError` for a source that cannot be mapped onto the schema (extra columns, a missing
      NOT NULL column) or a broken conservation invariant; psycopg errors when the server fails. Either
      way the transaction rolls back and the previous content of the table is untouched.
+     :class:`~migration_pipeline.phase.PhaseError` once the app writes to PostgreSQL (phase.py).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from datetime import UTC, datetime
 import psycopg
 from psycopg import sql
 
-from . import audit, changes, content, quarantine
+from . import audit, changes, content, phase, quarantine
 from .audit import Rejection
 from .catalog import Catalog, TableSpec
 from .convert import Rejected, converter_for
@@ -140,6 +141,7 @@ def load_table(
     result = LoadResult(table=table, run_id=run_id, source_present=snapshot.has_table(table))
     result.started_at = datetime.now(UTC)
     apply_schema(conn, catalog)
+    phase.require_migrated(conn, f"load {table}")
     columns, defaulted = plan_columns(snapshot, spec) if result.source_present else ((), ())
     result.defaulted_columns = defaulted
     with conn.transaction(), quarantine.Spool(columns) as spool:

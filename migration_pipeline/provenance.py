@@ -25,7 +25,16 @@ from .catalog import SCHEMA_DIR, Catalog, load_catalog
 
 _PACKAGE = Path(__file__).resolve().parent
 # The code that decides what lands in a table: a change to any of it, or to the DDL, is a new version.
-_VERSIONED = ("convert.py", "load.py", "quarantine.py", "source.py", "catalog.py", "changes.py", "content.py")
+_VERSIONED = (
+    "convert.py",
+    "load.py",
+    "quarantine.py",
+    "source.py",
+    "catalog.py",
+    "changes.py",
+    "content.py",
+    "phase.py",
+)
 
 
 @cache

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 import psycopg
 from psycopg import sql
 
-from . import audit, changes
+from . import audit, changes, phase
 from .catalog import Catalog
 
 
@@ -28,8 +28,12 @@ class Conservation:
     rejected_rows: int
     quarantined_in_audit: int
     rows_in_table: int
-    app_added: int = 0  # rows the app added / removed since the load (the change log)
+    app_added: int = 0  # rows the app added / removed since the baseline (the change log, explained)
     app_removed: int = 0
+    baseline_rows: int | None = None  # the rows the content is proven against (load, or a later baseline)
+    baseline: str | None = None  # which: "load (full)", "finalize", "change log resumed"...
+    phase: str = "migrated"
+    unexplained: tuple[str, ...] = ()  # changes in the log that are not the app's writes (see changes.py)
 
     @property
     def recorded(self) -> bool:
@@ -48,15 +52,17 @@ class Conservation:
             found.append(
                 f"{self.rejected_rows} rows reported quarantined but {self.quarantined_in_audit} are in rejected_rows"
             )
-        expected = self.loaded_rows + self.app_added - self.app_removed
-        if self.rows_in_table != expected:
+        base = self.loaded_rows if self.baseline_rows is None else self.baseline_rows
+        expected = base + self.app_added - self.app_removed
+        if self.phase != "finalized" and self.rows_in_table != expected:
+            what = f"{base} rows {'loaded' if self.baseline_rows in (None, self.loaded_rows) else 'at the baseline'}"
             since = (
                 f" + {self.app_added} added - {self.app_removed} removed by the app"
                 if self.app_added or self.app_removed
                 else ""
             )
-            found.append(f"{self.loaded_rows} rows loaded{since} but the table holds {self.rows_in_table}")
-        return found
+            found.append(f"{what}{since} but the table holds {self.rows_in_table}")
+        return found + list(self.unexplained)
 
     def as_metadata(self) -> dict:
         return asdict(self)
@@ -64,6 +70,7 @@ class Conservation:
 
 def conservation(conn: psycopg.Connection, table: str) -> Conservation:
     load = audit.latest_load(conn, table) or {}
+    base = audit.proof_baseline(conn, table) or {}
     run_id = load.get("run_id")
     in_audit = conn.execute(
         "SELECT count(*) FROM migration_audit.rejected_rows WHERE run_id = %s AND table_name = %s",
@@ -71,6 +78,7 @@ def conservation(conn: psycopg.Connection, table: str) -> Conservation:
     ).fetchone()[0]
     rows = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))).fetchone()[0]
     app = changes.summary(conn, table)
+    now = phase.current(conn)
     return Conservation(
         table=table,
         run_id=run_id,
@@ -81,6 +89,10 @@ def conservation(conn: psycopg.Connection, table: str) -> Conservation:
         rows_in_table=rows,
         app_added=app.added,
         app_removed=app.removed,
+        baseline_rows=base.get("rows"),
+        baseline=base.get("why"),
+        phase=now.name,
+        unexplained=tuple(changes.explain(table, changes.unexplained(conn, table), now)),
     )
 
 

@@ -80,4 +80,6 @@ def test_applied_schema_matches_files(conn, catalog):
         "monitor_alerts",
         "schema_applied",
         "cutovers",
+        "phases",
+        "proof_baselines",
     }

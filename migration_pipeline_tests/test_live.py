@@ -1,8 +1,8 @@
-"""After the switch: the app writes to PostgreSQL, and the checks follow it exactly (the change log)."""
+"""After the switch (declared): the app writes to PostgreSQL, and the checks follow it exactly (the change log)."""
 
 from __future__ import annotations
 
-from migration_pipeline import behaviour, proof
+from migration_pipeline import behaviour, phase, proof
 from migration_pipeline.load import load_table
 from migration_pipeline.source import Snapshot
 
@@ -36,6 +36,7 @@ def blocking_failures(conn, catalog, snapshot):
 
 def test_checks_follow_the_apps_writes_and_catch_unlogged_ones(conn, catalog, sample_db, tmp_path):
     migrate(conn, catalog, sample_db, "run-1", tmp_path)
+    phase.declare(conn, phase.SWITCHED, by="test", note="the app writes to PostgreSQL from now on")
     snapshot = tmp_path / "run-1.snapshot.db"
     before = {
         t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("tweets", "funnel_completion")

@@ -153,8 +153,9 @@ def test_thresholds_from_environment():
 
 
 def test_load_generator_plays_the_app_workload_and_stays_within_thresholds(conn, catalog, target, tmp_path):
-    from migration_pipeline import loadgen, proof
+    from migration_pipeline import loadgen, phase, proof
 
+    phase.declare(conn, phase.SWITCHED, by="test")  # the app writes to PostgreSQL from now on
     before = monitor.take_sample(conn)
     result = loadgen.run(target, concurrency=4, seconds=2.0)
     assert not result.errors, result.errors

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from migration_pipeline import proof
+from migration_pipeline import phase, proof
 
 from .helpers import migrate, silently
 
@@ -104,6 +104,7 @@ def test_dropped_foreign_key_and_an_orphan(conn, catalog, proven):
     """The app (its write logged) inserts an orphan once the constraint is gone: the counts account for
     the write, but integrity and conformance fail. Silently inserted, the counts fail as well."""
     conn.execute("ALTER TABLE tweets DROP CONSTRAINT tweets_user_id_fkey")
+    phase.declare(conn, phase.SWITCHED, by="test")  # the app writes to PostgreSQL
     conn.execute(
         "INSERT INTO tweets (id, user_id, text, created_at) VALUES ('orphan-1', 'nobody', 'x', now())"
     )

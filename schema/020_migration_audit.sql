@@ -74,9 +74,58 @@ CREATE TABLE IF NOT EXISTS migration_audit.row_changes (
     op CHAR(1) NOT NULL CHECK (op IN ('I', 'D')),
     row_key TEXT,
     row_hash BIGINT NOT NULL,
-    changed_at TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT CURRENT_TIMESTAMP
+    changed_at TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    -- who changed it, so that an unexplained change can be traced: the statement (INSERT, UPDATE,
+    -- DELETE, TRUNCATE), the role, the session's application_name, client address and transaction
+    statement TEXT,
+    changed_by TEXT,
+    application_name TEXT,
+    client_addr INET,
+    txid BIGINT
 );
 CREATE INDEX IF NOT EXISTS idx_row_changes_table_key ON migration_audit.row_changes (table_name, row_key);
+
+-- Change logs created by an earlier version of this file gain the columns that say who changed a row.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM information_schema.columns WHERE table_schema = 'migration_audit'
+                   AND table_name = 'row_changes' AND column_name = 'changed_by') THEN
+        ALTER TABLE migration_audit.row_changes
+            ADD COLUMN IF NOT EXISTS statement TEXT,
+            ADD COLUMN IF NOT EXISTS changed_by TEXT,
+            ADD COLUMN IF NOT EXISTS application_name TEXT,
+            ADD COLUMN IF NOT EXISTS client_addr INET,
+            ADD COLUMN IF NOT EXISTS txid BIGINT;
+    END IF;
+END
+$$;
+
+-- The phase of the migrated database (migration_pipeline/phase.py), one row per declared change, the
+-- latest one in force: 'migrated' (the app writes to SQLite: every change in PostgreSQL is unexplained),
+-- 'switched' (the app writes to PostgreSQL since declared_at: the change log explains its writes),
+-- 'finalized' (the soak period ended: no change log; the checks prove structure, not content).
+CREATE TABLE IF NOT EXISTS migration_audit.phases (
+    id BIGSERIAL PRIMARY KEY,
+    phase TEXT NOT NULL CHECK (phase IN ('migrated', 'switched', 'finalized')),
+    declared_at TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT clock_timestamp(),
+    declared_by TEXT NOT NULL, -- the person (or job) who declared it
+    pg_role TEXT NOT NULL DEFAULT current_user,
+    run_id TEXT,
+    note TEXT
+);
+
+-- Proof baselines recorded from PostgreSQL itself (finalize: the content when the soak period ended;
+-- resuming the change log: the content it then follows). A baseline newer than a table's last load is
+-- what its checks compare with.
+CREATE TABLE IF NOT EXISTS migration_audit.proof_baselines (
+    run_id TEXT NOT NULL,
+    table_name TEXT NOT NULL,
+    rows BIGINT NOT NULL,
+    checksum TEXT NOT NULL,
+    recorded_at TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT clock_timestamp(),
+    why TEXT NOT NULL,
+    PRIMARY KEY (run_id, table_name)
+);
 
 -- One row per cutover (migration_pipeline/cutover.py): state says, at every step, where it stands and
 -- what an operator should do if it stopped there.
