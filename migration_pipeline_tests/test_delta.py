@@ -127,7 +127,9 @@ def test_sync_refuses_when_it_cannot_be_exact(conn, catalog, sample_db, tmp_path
     baseline = tmp_path / "full-1.snapshot.db"
 
     conn.execute("INSERT INTO users (id, username) VALUES ('written-in-pg', 'pg_user')")
-    with pytest.raises(delta.DeltaError, match="written to since the last load.*users: 1 row.s. changed by INSERT"):
+    with pytest.raises(
+        delta.DeltaError, match="written to since the last load.*users: 1 row.s. changed by INSERT"
+    ):
         delta.sync(conn, catalog, source, baseline, "delta-1")
     conn.execute("DELETE FROM users WHERE id = 'written-in-pg'")
     conn.execute("DELETE FROM migration_audit.row_changes")
