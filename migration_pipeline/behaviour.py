@@ -119,9 +119,8 @@ def _uses_index(conn, query: str, params: tuple, index: str | tuple[str, ...]) -
 def _compare(name, conn, query, params, index, expected, actual, extra=None) -> Outcome:
     uses, used = _uses_index(conn, query, params, index)
     problems = []
-    now = phase.current(conn)
-    if now.name == phase.FINALIZED:  # the data is the app's now: the query and its plan are what is proven
-        extra = {**(extra or {}), "values_compared": f"no: {now.describe()}"}
+    if (why := _not_from_source(conn)) is not None:  # the query and its plan are what is proven
+        extra = {**(extra or {}), "values_compared": f"no: {why}"}
     elif expected != actual:
         problems.append(f"PostgreSQL answered {_short(actual)}, the source {_short(expected)}")
     if not uses:
@@ -131,6 +130,22 @@ def _compare(name, conn, query, params, index, expected, actual, extra=None) -> 
     metadata.update(extra or {})
     metadata["answer_size"] = len(actual) if hasattr(actual, "__len__") else actual
     return Outcome(name, not problems, metadata, tuple(problems))
+
+
+def _not_from_source(conn) -> str | None:
+    """Why the source snapshot no longer describes the data (finalized, or a table proven against a
+    baseline recorded from PostgreSQL since its load), or None when answers must equal the source's."""
+    now = phase.current(conn)
+    if now.name == phase.FINALIZED:
+        return now.describe()
+    rebased = conn.execute(
+        "SELECT string_agg(DISTINCT b.table_name, ', ') FROM migration_audit.proof_baselines b"
+        " WHERE b.recorded_at > (SELECT max(l.finished_at) FROM migration_audit.table_loads l"
+        "                        WHERE l.table_name = b.table_name)"
+    ).fetchone()[0]
+    return (
+        f"proven against a baseline recorded from PostgreSQL since the load: {rebased}" if rebased else None
+    )
 
 
 def _short(value) -> str:

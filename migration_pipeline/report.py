@@ -19,6 +19,7 @@ import psycopg
 
 from . import audit, proof
 from .catalog import Catalog, load_catalog
+from .phase import current as phase_of
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ def _numbers(metadata: dict) -> str:
     return text if len(text) <= 600 else text[:597] + "..."
 
 
-def render(reports: list[TableReport], *, target: str, snapshot: str | None) -> str:
+def render(reports: list[TableReport], *, target: str, snapshot: str | None, phase: str | None = None) -> str:
     failed = [r.table for r in reports if r.blocking_failures]
     lines = [
         "# Migration verification report",
@@ -53,6 +54,7 @@ def render(reports: list[TableReport], *, target: str, snapshot: str | None) -> 
         f"- generated: {datetime.now(UTC).isoformat(timespec='seconds')}",
         f"- target: {target}",
         f"- source snapshot: {snapshot or 'none'}",
+        f"- phase: {phase or 'unknown'}",
         f"- verdict: **{'FAILED: ' + ', '.join(failed) if failed else 'all blocking checks passed'}**",
         "",
         "| table | run | source rows | loaded | quarantined | checks passed | failed |",
@@ -91,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     snapshot = default_snapshot_path(settings)
     with connect(settings) as conn:
         reports = build(conn, load_catalog(), snapshot if snapshot.is_file() else None)
-    args.out.write_text(render(reports, target=settings.describe(), snapshot=str(snapshot)))
+        now = phase_of(conn).describe()
+    args.out.write_text(render(reports, target=settings.describe(), snapshot=str(snapshot), phase=now))
     failed = [r.table for r in reports if r.blocking_failures]
     print(
         f"wrote {args.out}: " + (f"FAILED ({', '.join(failed)})" if failed else "all blocking checks passed")

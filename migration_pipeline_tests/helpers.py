@@ -8,6 +8,7 @@ from pathlib import Path
 
 from psycopg import sql
 
+from migration_pipeline import behaviour, proof
 from migration_pipeline.behaviour import comparable_row as converted  # noqa: F401 (used by tests)
 from migration_pipeline.load import load_all
 from migration_pipeline.source import Snapshot, take_snapshot
@@ -64,3 +65,17 @@ def silently(conn, statement: str, params: tuple = ()) -> None:
     with conn.transaction():
         conn.execute("SET LOCAL session_replication_role = replica")
         conn.execute(statement, params)
+
+
+def failures(conn, catalog, snapshot) -> dict[tuple[str, str], tuple[str, ...]]:
+    """Every failing blocking check (tables' checks and the app's queries): (table, check) -> problems."""
+    found = {}
+    blocking = {c.name for c in proof.CHECKS if c.blocking}
+    for table in catalog.names:
+        for o in proof.run(conn, catalog, table, snapshot):
+            if o.name in blocking and not o.passed:
+                found[(table, o.name)] = o.problems
+    for check, o in behaviour.run(conn, catalog, snapshot):
+        if not o.passed:
+            found[(check.table, o.name)] = o.problems
+    return found

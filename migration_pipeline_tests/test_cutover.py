@@ -10,11 +10,13 @@ import threading
 
 import pytest
 
-from migration_pipeline import cutover, delta
+from migration_pipeline import cutover, delta, loadgen, phase
 from migration_pipeline.sample_data import generate
+from migration_pipeline.target import conninfo
 
 from .helpers import migrate
 from .test_delta import _outcome, other_conn  # noqa: F401 (fixture)
+from .test_phases import failures
 
 
 def _writer(path, *extra):
@@ -45,7 +47,7 @@ def _stop(writer) -> int:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("journal_mode", ["wal", "delete"])
-def test_cutover_with_a_writer_ends_identical(conn, other_conn, catalog, tmp_path, journal_mode):  # noqa: F811
+def test_cutover_with_a_writer_ends_identical(conn, other_conn, catalog, tmp_path, journal_mode, settings):  # noqa: F811
     source = generate(tmp_path / "app.db", users=300, tweets=3_000, bad_fraction=0.01, with_queue=True,
                       journal_mode=journal_mode)  # fmt: skip
     writer = _writer(source, "--pause", "0.002")
@@ -79,6 +81,12 @@ def test_cutover_with_a_writer_ends_identical(conn, other_conn, catalog, tmp_pat
 
     migrate(other_conn, catalog, source, "fresh", tmp_path)
     assert _outcome(conn, catalog) == _outcome(other_conn, catalog)  # contents, checksums, quarantine
+
+    # the verified cutover declared the switch: the app's writes to PostgreSQL keep the proof green
+    now = phase.current(conn)
+    assert now.name == phase.SWITCHED and now.run_id == "cut-1"
+    assert not loadgen.run(conninfo(settings), concurrency=4, seconds=2.0).errors
+    assert failures(conn, catalog, baseline) == {}
 
 
 @pytest.mark.slow

@@ -169,3 +169,40 @@ def test_sync_cutover_and_rollback_jobs(database, sample_db, catalog, tmp_path):
         raise_on_error=False,
     )
     assert not refused.success  # never the app's own file
+
+
+def test_phase_jobs_record_the_switch_finalize_and_withdrawal(database, sample_db, catalog, settings):
+    from migration_pipeline import changes, phase
+    from migration_pipeline.target import connect
+
+    defs = _defs(database, sample_db)
+    instance = DagsterInstance.ephemeral()
+    assert defs.resolve_job_def("migrate").execute_in_process(instance=instance).success
+
+    def run(job: str, **config):
+        op = f"{job}_op" if job != "finalize" else "finalize_op"
+        run_config = {"ops": {op: {"config": config}}} if config else None
+        return defs.resolve_job_def(job).execute_in_process(
+            instance=instance, run_config=run_config, raise_on_error=False
+        )
+
+    finalize_too_early = run("finalize")
+    assert not finalize_too_early.success  # finalize follows the switch
+    declared = run("declare_switch", declared_by="ops-oncall", note="CHG-7")
+    assert declared.success
+    [event] = [e.materialization for e in declared.get_asset_materialization_events()]
+    assert event.asset_key.path == ["audit", "phase"] and event.metadata["phase"].value == "switched"
+    assert event.metadata["declared_by"].value == "ops-oncall"
+    assert defs.resolve_job_def("compact_change_log").execute_in_process(instance=instance).success
+    finalized = run("finalize", note="soak ended")
+    assert finalized.success
+    with connect(settings) as conn:
+        assert phase.current(conn).name == phase.FINALIZED
+        assert not changes.installed(conn, "tweets")
+    assert run("resume_change_log").success
+    assert run("withdraw_switch", note="fell back to SQLite").success
+    with connect(settings) as conn:
+        assert [r["phase"] for r in phase.history(conn)] == ["migrated", "switched", "finalized", "switched"]
+        assert changes.installed(conn, "tweets")
+    reverify = defs.resolve_job_def("reverify").execute_in_process(instance=instance, raise_on_error=False)
+    assert reverify.success  # nothing was written in between: the proof holds in every phase

@@ -12,6 +12,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from migration_pipeline import proof
 from migration_pipeline.sample_data import generate
 from migration_pipeline.target import connect
 
@@ -122,3 +123,46 @@ def test_killed_loader_leaves_the_previous_content(database, settings, catalog, 
         assert not conn.execute(
             "SELECT 1 FROM migration_audit.table_loads WHERE run_id = 'run-killed'"
         ).fetchall()
+
+
+def test_reverify_fails_on_a_plain_update_before_the_switch(
+    server, database, settings, catalog, sample_db, tmp_path
+):
+    """An operator's ordinary UPDATE (no trigger tricks) fails reverify, named; declaring the switch
+    afterwards does not make it the app's."""
+    env = {"SQLITE_PATH": str(sample_db), "PG_DATABASE": database}
+    with connect(settings) as conn:
+        migrate(conn, catalog, sample_db, "run-1", tmp_path)
+    with psycopg.connect(**{**server, "dbname": database}, application_name="psql", autocommit=True) as op:
+        op.execute(
+            "UPDATE tweets SET created_at = created_at + interval '1 second'"
+            " WHERE id = (SELECT min(id) FROM tweets)"
+        )
+    verify = _run(["job", "execute", "-m", "migration_pipeline.definitions", "-j", "reverify"], env, tmp_path)
+    out = verify.stdout + verify.stderr
+    assert verify.returncode != 0
+    assert "tweets: 1 row(s) changed by UPDATE" in out and "application_name 'psql'" in out
+    config = tmp_path / "declare.yaml"
+    config.write_text("ops: {declare_switch_op: {config: {declared_by: ops-oncall, note: CHG-42}}}\n")
+    declared = _run(
+        [
+            "job",
+            "execute",
+            "-m",
+            "migration_pipeline.definitions",
+            "-j",
+            "declare_switch",
+            "--config",
+            str(config),
+        ],
+        env,
+        tmp_path,
+    )
+    assert declared.returncode == 0, declared.stderr[-3000:]
+    with connect(settings) as conn:
+        assert conn.execute(
+            "SELECT phase, declared_by, note FROM migration_audit.phases ORDER BY id DESC LIMIT 1"
+        ).fetchone() == ("switched", "ops-oncall", "CHG-42")
+        tweets = {o.name: o for o in proof.run(conn, catalog, "tweets", None, {"content_parity"})}
+        assert not tweets["content_parity"].passed
+        assert "made before the switch was declared" in tweets["content_parity"].description

@@ -4,7 +4,7 @@ from pathlib import Path
 
 from dagster import AssetExecutionContext, AssetKey, MaterializeResult, MetadataValue, asset
 
-from .. import provenance, report
+from .. import phase, provenance, report
 from ..audit import latest_load
 from ..catalog import load_catalog
 from ..local_postgres import state_dir
@@ -34,7 +34,10 @@ def verification_report(context: AssetExecutionContext, migration: MigrationReso
     snapshot = migration.snapshot_path
     with migration.connection() as conn:
         reports = report.build(conn, load_catalog(), snapshot if snapshot.is_file() else None)
-    text = report.render(reports, target=migration.settings.describe(), snapshot=str(snapshot))
+        now = phase.current(conn)
+    text = report.render(
+        reports, target=migration.settings.describe(), snapshot=str(snapshot), phase=now.describe()
+    )
     path = _write_report("verification", context.run_id, text)
     failed = [r.table for r in reports if r.blocking_failures]
     if failed:
@@ -43,6 +46,8 @@ def verification_report(context: AssetExecutionContext, migration: MigrationReso
         metadata={
             "path": MetadataValue.path(str(path)),
             "verdict": "FAILED" if failed else "passed",
+            "phase": now.name,
+            "phase_detail": now.describe(),
             "failed_tables": MetadataValue.json(failed),
             "report": MetadataValue.md(text),
         }
