@@ -171,7 +171,9 @@ CHECKS: tuple[CheckDef, ...] = (
     CheckDef(
         "rows_conserved",
         "Every source row is accounted for: source rows = loaded + quarantined (as recorded by the last load "
-        "and found in migration_audit.rejected_rows), and the table holds exactly the loaded rows.",
+        "and found in migration_audit.rejected_rows), and the table holds exactly the loaded rows, plus and "
+        "minus the app's logged writes once it writes to PostgreSQL (phase switched). Any other change in "
+        "PostgreSQL fails it, named (statement, rows, keys, when, role, application, client).",
         True,
         _rows_conserved,
     ),
@@ -185,8 +187,9 @@ CHECKS: tuple[CheckDef, ...] = (
     CheckDef(
         "content_parity",
         "An order-independent checksum of every loaded row, computed over the converted source rows during "
-        "the load, equals the same checksum over the stored rows now; on mismatch the first differing keys "
-        "and columns are named (compared against the snapshot).",
+        "the load, equals the same checksum over the stored rows now (adjusted by the app's logged writes "
+        "after the switch; any other change fails it, named); on mismatch the first differing keys and "
+        "columns are named (compared against the snapshot). After finalize it reports the final baseline.",
         True,
         _content_parity,
     ),

@@ -16,6 +16,7 @@ from dagster import (
 
 from ..catalog import TableSpec, load_catalog
 from ..load import LoadResult, load_table
+from ..phase import PhaseError
 from ..provenance import code_version, load_sql, quarantine_sql
 from ..sample_data import generate
 from ..source import Snapshot, take_snapshot
@@ -171,9 +172,17 @@ def table_asset(spec: TableSpec) -> AssetsDefinition:
     def _load(context: AssetExecutionContext, migration: MigrationResource) -> MaterializeResult:
         with Snapshot(migration.snapshot_path) as snapshot, migration.connection() as conn:
             total = snapshot.count(spec.name) if snapshot.has_table(spec.name) else 0
-            result = load_table(
-                conn, snapshot, load_catalog(), spec.name, context.run_id, _progress_logger(context, total)
-            )
+            try:
+                result = load_table(
+                    conn,
+                    snapshot,
+                    load_catalog(),
+                    spec.name,
+                    context.run_id,
+                    _progress_logger(context, total),
+                )
+            except PhaseError as err:  # the app writes to PostgreSQL: a load would overwrite its writes
+                raise Failure(description=str(err)) from err
         if not result.source_present:
             context.log.info(f"source has no table {spec.name}: created empty")
         if result.rejected_rows:
