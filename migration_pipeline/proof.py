@@ -157,14 +157,20 @@ def _schema_conforms(conn, catalog, table, snapshot_path) -> Outcome:
 
 
 def _quarantine(conn, catalog, table, snapshot_path) -> Outcome:
-    by_reason = verify.quarantined_by_reason(conn, table)
-    total = sum(by_reason.values())
+    found = verify.quarantined_by_reason(conn, table)
+    total, groups, listed = found["total"], found["groups"], len(found["by_reason"])
     return Outcome(
         "quarantine",
         total == 0,
-        {"quarantined_rows_listed": total, "by_reason": by_reason},
-        (f"{total} rows quarantined (first 50 reasons listed)",) if total else (),
-    )
+        {
+            "quarantined_rows": total,
+            "quarantined_rows_listed": sum(found["by_reason"].values()),
+            "reason_groups": groups,
+            "by_reason": found["by_reason"],
+        },
+        (f"{total} rows quarantined in {groups} reason groups"
+         + (f" (the largest {listed} listed)" if listed < groups else ""),) if total else (),
+    )  # fmt: skip
 
 
 CHECKS: tuple[CheckDef, ...] = (

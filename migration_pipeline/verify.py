@@ -129,15 +129,20 @@ def orphans(conn: psycopg.Connection, catalog: Catalog, table: str, limit: int =
     return found
 
 
-def quarantined_by_reason(conn: psycopg.Connection, table: str) -> dict[str, int]:
-    """Rows quarantined from ``table`` by its latest load, counted by column and reason."""
+def quarantined_by_reason(conn: psycopg.Connection, table: str, limit: int = 50) -> dict:
+    """Rows quarantined from ``table`` by its latest load: the true total, how many (column, reason)
+    groups there are, and the largest ``limit`` of them with their counts."""
+    load = audit.latest_load(conn, table) or {}
     rows = conn.execute(
         """
-        SELECT coalesce(column_name, '-') || ': ' || reason, count(*) FROM migration_audit.rejected_rows
-        WHERE table_name = %s AND run_id = (SELECT run_id FROM migration_audit.table_loads
-                                            WHERE table_name = %s ORDER BY finished_at DESC LIMIT 1)
-        GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 50
+        SELECT coalesce(column_name, '-') || ': ' || reason, count(*), sum(count(*)) OVER (), count(*) OVER ()
+        FROM migration_audit.rejected_rows WHERE table_name = %s AND run_id = %s
+        GROUP BY 1 ORDER BY 2 DESC, 1
         """,
-        (table, table),
+        (table, load.get("run_id")),
     ).fetchall()
-    return dict(rows)
+    return {
+        "total": int(rows[0][2]) if rows else 0,
+        "groups": rows[0][3] if rows else 0,
+        "by_reason": {r[0]: r[1] for r in rows[:limit]},
+    }

@@ -6,7 +6,7 @@ import pytest
 
 from migration_pipeline import phase, proof
 
-from .helpers import migrate, silently
+from .helpers import editable_copy, migrate, silently, sqlite_exec
 
 
 @pytest.fixture
@@ -168,3 +168,18 @@ def test_json_sample_is_an_independent_type_strict_parse(conn, catalog, proven):
     sample = fidelity.metadata["python_parse_sample"]
     assert sample["sampled_rows"] > 100 and sample["differing"] == [{"key": victim, "column": "metadata"}]
     assert f"{victim}.metadata: differs from Python's parse of the source" in fidelity.problems
+
+
+def test_quarantine_headline_counts_every_row_not_only_the_listed_groups(conn, catalog, sample_db, tmp_path):
+    """More reason groups than are listed: the headline still reports the load's true total."""
+    source = editable_copy(sample_db, tmp_path / "app.db")
+    sqlite_exec(source, "UPDATE tweets SET created_at = 'someday ' || rowid WHERE rowid <= 120")
+    migrate(conn, catalog, source, "run-1", tmp_path)
+    found = outcomes(conn, catalog, "tweets", tmp_path / "run-1.snapshot.db")["quarantine"]
+    recorded = conn.execute(
+        "SELECT rejected_rows FROM migration_audit.table_loads WHERE run_id = 'run-1' AND table_name = 'tweets'"
+    ).fetchone()[0]
+    assert recorded >= 120 and found.metadata["quarantined_rows"] == recorded
+    groups = found.metadata["reason_groups"]
+    assert groups > 120 and len(found.metadata["by_reason"]) == 50
+    assert found.problems == (f"{recorded} rows quarantined in {groups} reason groups (the largest 50 listed)",)
