@@ -146,13 +146,38 @@ def _reject_nan(token: str) -> object:
     raise ValueError(f"{token} is not valid JSON")
 
 
+# Deepest JSON nesting loaded: PostgreSQL stores deeper, but Python (psycopg's jsonb loader, the checks'
+# re-parse, the rollback export) recurses once per level and must never fail on a loaded value.
+MAX_JSON_DEPTH = 512
+
+
+def json_depth(obj: object) -> int:
+    """How deeply a parsed JSON value nests arrays and objects (a scalar is 0; iterative: any depth)."""
+    deepest, pending = 0, [(obj, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, list | dict):
+            deepest = max(deepest, depth)
+            pending.extend(
+                (child, depth + 1) for child in (item.values() if isinstance(item, dict) else item)
+            )
+    return deepest
+
+
 def _has_nul(obj: object) -> bool:
-    if isinstance(obj, str):
-        return "\x00" in obj
-    if isinstance(obj, list):
-        return any(_has_nul(x) for x in obj)
-    if isinstance(obj, dict):
-        return any("\x00" in k or _has_nul(v) for k, v in obj.items())
+    """Whether a parsed JSON value holds NUL in any string or key (iterative: any depth)."""
+    pending = [obj]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, list):
+            pending.extend(item)
+        elif isinstance(item, dict):
+            if any("\x00" in k for k in item):
+                return True
+            pending.extend(item.values())
     return False
 
 
@@ -175,14 +200,26 @@ def convert_json(value: object) -> str | None:
     try:
         parsed = orjson.loads(value)
     except orjson.JSONDecodeError as err:
+        if "depth limit" in str(err):
+            raise Rejected(
+                f"JSON nested deeper than {MAX_JSON_DEPTH} levels: {show(value)}", "JSON nested too deep"
+            ) from None
         # orjson refuses some valid JSON (integers beyond 64 bits); the standard library decides.
         try:
             parsed = json.loads(value, parse_constant=_reject_nan)
             json.dumps(parsed, ensure_ascii=False).encode("utf-8")  # lone surrogates: jsonb refuses them
+        except RecursionError:
+            raise Rejected(
+                f"JSON too deeply nested for Python's parser to check: {show(value)}", "JSON nested too deep"
+            ) from None
         except (ValueError, UnicodeEncodeError):
             raise Rejected(
                 f"invalid JSON ({err.args[0].split(':')[0]}): {show(value)}", "invalid JSON"
             ) from None
+    if len(value) > 2 * MAX_JSON_DEPTH and json_depth(parsed) > MAX_JSON_DEPTH:  # shorter text cannot be
+        raise Rejected(
+            f"JSON nested deeper than {MAX_JSON_DEPTH} levels: {show(value)}", "JSON nested too deep"
+        )
     if "\\u0000" in value and _has_nul(parsed):
         raise Rejected(
             f"JSON contains \\u0000, which PostgreSQL jsonb cannot store: {show(value)}", "invalid JSON"

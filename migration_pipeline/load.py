@@ -63,13 +63,16 @@ class LoadResult:
 
 
 def _source_key(spec: TableSpec, columns: tuple[str, ...], row: tuple) -> str:
-    """The row's primary key as text; its rowid where the key is NULL or not among the source columns."""
+    """The row's primary key as text; its rowid where the key is no usable text: NULL, not among the
+    source columns, a BLOB or invalid UTF-8, or text holding NUL (which no PostgreSQL text can hold;
+    ``raw_row`` keeps the original bytes)."""
     values = []
     for name in spec.primary_key:
-        if name not in columns or row[1 + columns.index(name)] is None:
+        value = row[1 + columns.index(name)] if name in columns else None
+        if value is None or isinstance(value, bytes) or (isinstance(value, str) and "\x00" in value):
             return f"rowid:{row[0]}"
-        values.append(row[1 + columns.index(name)])
-    return ",".join(v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in values)
+        values.append(value)
+    return ",".join(str(v) for v in values)
 
 
 def plan_columns(snapshot: Snapshot, spec: TableSpec) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -196,11 +199,15 @@ def set_sequences(conn: psycopg.Connection, spec: TableSpec, run_id: str) -> Non
         col = sql.Identifier(column)
         conn.execute(
             sql.SQL(
-                "WITH ids AS (SELECT max({c})::bigint AS id FROM {t} UNION ALL"
+                "WITH seq AS (SELECT seqrelid, seqmax FROM pg_sequence"
+                "             WHERE seqrelid = pg_get_serial_sequence(%(table)s, %(col)s)::regclass),"
+                " ids AS (SELECT max({c})::bigint AS id FROM {t} UNION ALL"
                 " SELECT max((raw_row->>%(col)s)::bigint) FROM migration_audit.rejected_rows"
-                " WHERE run_id = %(run)s AND table_name = %(table)s AND raw_row->>%(col)s ~ '^[0-9]{{1,18}}$')"
-                " SELECT setval(pg_get_serial_sequence(%(table)s, %(col)s), COALESCE(max(id), 1),"
-                " max(id) IS NOT NULL) FROM ids"
+                " WHERE run_id = %(run)s AND table_name = %(table)s AND raw_row->>%(col)s ~ '^[0-9]{{1,18}}$'"
+                # a quarantined id the sequence can never reach (beyond its type) cannot be reused
+                " AND (raw_row->>%(col)s)::bigint <= (SELECT seqmax FROM seq))"
+                " SELECT setval((SELECT seqrelid FROM seq), greatest(max(id), 1), coalesce(max(id) >= 1, false))"
+                " FROM ids"
             ).format(c=col, t=table),
             {"table": spec.name, "col": column, "run": run_id},
         )
