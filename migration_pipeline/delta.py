@@ -33,7 +33,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from . import audit, changes, content, quarantine
+from . import audit, changes, content, guard, quarantine
 from .catalog import Catalog, TableSpec
 from .convert import Rejected, converter_for, decode_text
 from .load import LoadResult, _source_key, set_sequences, stage_rows
@@ -601,19 +601,28 @@ def recover(conn: psycopg.Connection, baseline: Path) -> str | None:
     return f"discarded {run_id}"
 
 
-def sync(conn: psycopg.Connection, catalog: Catalog, source: Path, baseline: Path, run_id: str) -> SyncResult:
-    """Bring every table up to date with ``source`` since ``baseline`` (see module doc)."""
+def sync(
+    conn: psycopg.Connection,
+    catalog: Catalog,
+    source: Path,
+    baseline: Path,
+    run_id: str,
+    policy: guard.ShrinkPolicy | None = None,
+) -> SyncResult:
+    """Bring every table up to date with ``source`` since ``baseline`` (see module doc). ``policy``: how
+    much of a table the sync may remove (default: the settings' MAX_SHRINK_SHARE / ALLOW_SHRINK)."""
     source = Path(source)
     if not source.is_file():
         raise DeltaError(f"SQLite source {source} does not exist or is not a file")
     if not baseline.is_file():
         raise DeltaError(f"no baseline snapshot at {baseline}: run a full migration first")
+    policy = guard.ShrinkPolicy.of() if policy is None else policy
     apply_schema(conn, catalog)
     with snapshot_lock(baseline, exclusive=True):  # waits for loads and checks reading it
-        return _sync_locked(conn, catalog, source, baseline, run_id)
+        return _sync_locked(conn, catalog, source, baseline, run_id, policy)
 
 
-def _sync_locked(conn, catalog: Catalog, source: Path, baseline: Path, run_id: str) -> SyncResult:
+def _sync_locked(conn, catalog, source: Path, baseline: Path, run_id: str, policy) -> SyncResult:
     recover(conn, baseline)
     with Snapshot(baseline, locked=False) as snap:  # this process holds the lock exclusively
         identity = snap.origin()["snapshot_sha256"]
@@ -640,6 +649,14 @@ def _sync_locked(conn, catalog: Catalog, source: Path, baseline: Path, run_id: s
             for spec in catalog.tables:
                 delta = _apply_table(
                     conn, catalog, spec, state, run_id, loads[spec.name], pending, removed, hashes
+                )
+                # shrink guard: the table's net loss, judged before the sync's one transaction commits
+                before, load = loads[spec.name]["loaded_rows"], delta.result
+                load.removed_rows = max(0, before - load.loaded_rows)
+                load.shrink_confirmed = policy.judge(
+                    f"sync {spec.name}",
+                    [guard.Shrink(spec.name, before, load.removed_rows)],
+                    origin["source_path"],
                 )
                 audit.record_table_load(conn, delta.result, origin, code_version(), mode=MODE)
                 result.tables[spec.name] = delta

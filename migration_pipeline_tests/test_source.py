@@ -110,7 +110,7 @@ def test_snapshots_taken_while_the_app_commits_are_consistent(tmp_path, journal_
         writer.join()
 
 
-def _damage(path: Path, table: str) -> None:
+def damage(path: Path, table: str) -> None:
     """Overwrite part of a page of ``table``'s b-tree, as a bad disk or a torn copy would."""
     db = sqlite3.connect(path)
     page_size = db.execute("PRAGMA page_size").fetchone()[0]
@@ -123,7 +123,7 @@ def _damage(path: Path, table: str) -> None:
 
 def test_bad_sources_say_what_is_wrong_and_what_to_do(sample_db, tmp_path):
     damaged = shutil.copyfile(sample_db, tmp_path / "damaged.db")
-    _damage(damaged, "tweets")
+    damage(damaged, "tweets")
     cases = {
         damaged: ("the file is damaged", "restore the app's database from a good backup"),
         tmp_path: ("is a directory, not a database file", "set SQLITE_PATH to the app's database file"),
