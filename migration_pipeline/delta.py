@@ -14,8 +14,9 @@ Out: :func:`sync` finds the rows the app inserted, updated, replaced (``INSERT O
      the change set is applied to the baseline, which then equals the source as synced, so the checks
      compare against it. A :class:`SyncResult` has the counts and the time of each phase.
 Fails: :class:`DeltaError` before anything changed when a delta cannot be exact: the baseline is not what
-     the tables were last loaded from, the app wrote to PostgreSQL since (the change log is not empty), a
-     table appeared, disappeared or changed columns. Any error while applying rolls the whole sync back.
+     the tables were last loaded from, or was taken from another file than ``source`` (a wrong source), the
+     app wrote to PostgreSQL since (the change log is not empty), a table appeared, disappeared or changed
+     columns. Any error while applying rolls the whole sync back.
      A sync interrupted after its commit is completed by the next one (:func:`recover`); one interrupted
      before it leaves PostgreSQL and the baseline as they were.
 """
@@ -33,7 +34,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from . import audit, changes, content, guard, quarantine
+from . import audit, changes, content, quarantine
 from .catalog import Catalog, TableSpec
 from .convert import Rejected, converter_for, decode_text
 from .load import LoadResult, _source_key, set_sequences, stage_rows
@@ -601,31 +602,28 @@ def recover(conn: psycopg.Connection, baseline: Path) -> str | None:
     return f"discarded {run_id}"
 
 
-def sync(
-    conn: psycopg.Connection,
-    catalog: Catalog,
-    source: Path,
-    baseline: Path,
-    run_id: str,
-    policy: guard.ShrinkPolicy | None = None,
-) -> SyncResult:
-    """Bring every table up to date with ``source`` since ``baseline`` (see module doc). ``policy``: how
-    much of a table the sync may remove (default: the settings' MAX_SHRINK_SHARE / ALLOW_SHRINK)."""
+def sync(conn: psycopg.Connection, catalog: Catalog, source: Path, baseline: Path, run_id: str) -> SyncResult:
+    """Bring every table up to date with ``source`` since ``baseline`` (see module doc)."""
     source = Path(source)
     if not source.is_file():
         raise DeltaError(f"SQLite source {source} does not exist or is not a file")
     if not baseline.is_file():
         raise DeltaError(f"no baseline snapshot at {baseline}: run a full migration first")
-    policy = guard.ShrinkPolicy.of() if policy is None else policy
     apply_schema(conn, catalog)
     with snapshot_lock(baseline, exclusive=True):  # waits for loads and checks reading it
-        return _sync_locked(conn, catalog, source, baseline, run_id, policy)
+        return _sync_locked(conn, catalog, source, baseline, run_id)
 
 
-def _sync_locked(conn, catalog, source: Path, baseline: Path, run_id: str, policy) -> SyncResult:
+def _sync_locked(conn, catalog: Catalog, source: Path, baseline: Path, run_id: str) -> SyncResult:
     recover(conn, baseline)
     with Snapshot(baseline, locked=False) as snap:  # this process holds the lock exclusively
-        identity = snap.origin()["snapshot_sha256"]
+        taken = snap.origin()
+    identity, taken_from = taken["snapshot_sha256"], taken["source_path"]
+    if taken_from and Path(taken_from) != source.resolve():  # a wrong source: the diff would be of two files
+        raise DeltaError(
+            f"the tables were loaded from {taken_from}, not from {source}: a sync applies what changed in one "
+            "file; check SQLITE_PATH, or run a full migration from this file (whose shrink guard checks it)"
+        )
     loads = _check_preconditions(conn, catalog, identity)
     changeset = changeset_path(baseline)
     started = time.perf_counter()
@@ -649,14 +647,6 @@ def _sync_locked(conn, catalog, source: Path, baseline: Path, run_id: str, polic
             for spec in catalog.tables:
                 delta = _apply_table(
                     conn, catalog, spec, state, run_id, loads[spec.name], pending, removed, hashes
-                )
-                # shrink guard: the table's net loss, judged before the sync's one transaction commits
-                before, load = loads[spec.name]["loaded_rows"], delta.result
-                load.removed_rows = max(0, before - load.loaded_rows)
-                load.shrink_confirmed = policy.judge(
-                    f"sync {spec.name}",
-                    [guard.Shrink(spec.name, before, load.removed_rows)],
-                    origin["source_path"],
                 )
                 audit.record_table_load(conn, delta.result, origin, code_version(), mode=MODE)
                 result.tables[spec.name] = delta

@@ -54,7 +54,7 @@ class LoadResult:
     started_at: datetime | None = None
     finished_at: datetime | None = None
     origin: dict = field(default_factory=dict)  # the snapshot's provenance (Snapshot.origin())
-    removed_rows: int = 0  # rows of the table before the load that it removed (their key left)
+    removed_rows: int | None = None  # rows of the table before a full load that it removed (their key left)
     shrink_confirmed: dict | None = None  # a shrink beyond the guard's limit the operator confirmed
 
     @property

@@ -215,24 +215,17 @@ def test_shrink_settings_are_checked(tmp_path):
     assert ShrinkPolicy.of(load_settings({"ALLOW_SHRINK": "all"}, cwd=tmp_path)).confirms("funnel_progress")
 
 
-def test_a_delta_sync_is_guarded_too(conn, catalog, sample_db, tmp_path):
+def test_a_delta_sync_from_another_file_is_refused(conn, catalog, sample_db, tmp_path):
+    """A sync applies what changed in the file the tables were loaded from: from any other file (a wrong
+    SQLITE_PATH, another copy) it would apply the difference between two files."""
     source = editable_copy(sample_db, tmp_path / "app.db")
     migrate(conn, catalog, source, "full-1", tmp_path)
-    baseline = tmp_path / "full-1.snapshot.db"
     before = state(conn, catalog)
-    sqlite_exec(source, "DELETE FROM tweets WHERE rowid % 10 <> 0")
-    with pytest.raises(ShrinkRefused, match="refusing to sync tweets"):
-        delta.sync(conn, catalog, source, baseline, "sync-1")
+    other = one_percent_of_tweets(sample_db, tmp_path / "other.db")
+    baseline = tmp_path / "full-1.snapshot.db"
+    with pytest.raises(delta.DeltaError, match=f"loaded from {source.resolve()}, not from {other}"):
+        delta.sync(conn, catalog, other, baseline, "sync-1")
     assert state(conn, catalog) == before and not delta.changeset_path(baseline).exists()
-    result = delta.sync(
-        conn, catalog, source, baseline, "sync-2", ShrinkPolicy(confirmed=frozenset({"tweets"}))
-    )
-    removed, confirmation = conn.execute(
-        "SELECT removed_rows, shrink_confirmed FROM migration_audit.table_loads"
-        " WHERE run_id = 'sync-2' AND table_name = 'tweets'"
-    ).fetchone()
-    assert removed == result.tables["tweets"].deleted > 2_000
-    assert confirmation["tables"]["tweets"]["removed"] == removed
 
 
 def test_the_migrate_assets_refuse_and_take_the_run_configs_confirmation(

@@ -65,8 +65,9 @@ $$;
 
 -- ---- shrink guard (migration_pipeline/guard.py) -------------------------------------------------
 -- What each table load removed, and the operator's confirmation when that was more than the guard
--- allows (MAX_SHRINK_SHARE of the table, or all of it): removed_rows counts the table's rows before the
--- load whose key it removed (for a delta sync: its net loss); shrink_confirmed is NULL unless a
+-- allows (MAX_SHRINK_SHARE of the table, or all of it): removed_rows counts the table's rows before a
+-- full load whose key it removed (NULL for delta syncs, which apply the app's own deletes and are not
+-- shrink-guarded); shrink_confirmed is NULL unless a
 -- confirmed shrink (ALLOW_SHRINK or the run config) let the load through, and then says who confirmed
 -- it and, per table (cascades included), the rows before and removed. Added to table_loads of any age
 -- (checked first, so the usual case takes no lock).
