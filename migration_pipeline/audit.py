@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import orjson
 import psycopg
+from psycopg.types.json import Jsonb
 
 from .convert import InvalidText
 
@@ -70,19 +71,21 @@ def record_table_load(
     conn: psycopg.Connection, result, origin: dict, code_version: str, mode: str = "full"
 ) -> None:
     """The table_loads row of a load (``result``: a ``LoadResult``) with its provenance: ``origin`` as
-    ``Snapshot.origin()`` gives it, the code version, and ``mode`` ('full' or 'delta')."""
+    ``Snapshot.origin()`` gives it, the code version, and ``mode`` ('full' or 'delta'); and what it
+    removed, with the operator's confirmation of a shrink beyond the guard's limit."""
     conn.execute(
         """
         INSERT INTO migration_audit.table_loads
             (run_id, table_name, source_rows, loaded_rows, rejected_rows, checksum, started_at, finished_at,
-             mode, source_path, snapshot_sha256, snapshot_taken_at, code_version)
-        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+             mode, source_path, snapshot_sha256, snapshot_taken_at, code_version, removed_rows, shrink_confirmed)
+        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
         ON CONFLICT (run_id, table_name) DO UPDATE SET
             source_rows = EXCLUDED.source_rows, loaded_rows = EXCLUDED.loaded_rows,
             rejected_rows = EXCLUDED.rejected_rows, checksum = EXCLUDED.checksum,
             started_at = EXCLUDED.started_at, finished_at = EXCLUDED.finished_at, mode = EXCLUDED.mode,
             source_path = EXCLUDED.source_path, snapshot_sha256 = EXCLUDED.snapshot_sha256,
-            snapshot_taken_at = EXCLUDED.snapshot_taken_at, code_version = EXCLUDED.code_version
+            snapshot_taken_at = EXCLUDED.snapshot_taken_at, code_version = EXCLUDED.code_version,
+            removed_rows = EXCLUDED.removed_rows, shrink_confirmed = EXCLUDED.shrink_confirmed
         """,
         (
             result.run_id,
@@ -98,6 +101,8 @@ def record_table_load(
             origin["snapshot_sha256"],
             origin["taken_at"],
             code_version,
+            result.removed_rows,
+            None if result.shrink_confirmed is None else Jsonb(result.shrink_confirmed),
         ),
     )
 

@@ -7,8 +7,11 @@ Out: a :class:`LoadResult`. On return the table holds exactly the source rows th
      ``SERIAL`` sequences are past the highest id, statistics are fresh and a ``table_loads`` row records
      the numbers. ``source_rows == loaded_rows + rejected_rows`` is checked before commit.
 Fails: :class:`LoadError` for a source that cannot be mapped onto the schema (extra columns, a missing
-     NOT NULL column) or a broken conservation invariant; psycopg errors when the server fails. Either
-     way the transaction rolls back and the previous content of the table is untouched.
+     NOT NULL column) or a broken conservation invariant; ``SourceError`` for a source lacking a table
+     that is not ``optional_in_source``; :class:`~migration_pipeline.guard.ShrinkRefused` for a load that
+     would remove (itself, or through foreign-key cascades) more rows than the shrink policy allows;
+     ``TargetError`` for a role lacking privileges; psycopg errors when the server fails. Either way the
+     transaction rolls back and the previous content of the table is untouched.
      :class:`~migration_pipeline.phase.PhaseError` once the app writes to PostgreSQL (phase.py).
 """
 
@@ -22,13 +25,13 @@ from datetime import UTC, datetime
 import psycopg
 from psycopg import sql
 
-from . import audit, changes, content, phase, quarantine
+from . import audit, changes, content, guard, phase, quarantine
 from .audit import Rejection
 from .catalog import Catalog, TableSpec
 from .convert import Rejected, converter_for
 from .provenance import code_version
 from .source import Snapshot
-from .target import apply_schema
+from .target import apply_schema, privileges
 
 ProgressCallback = Callable[[int], None]
 
@@ -52,6 +55,8 @@ class LoadResult:
     started_at: datetime | None = None
     finished_at: datetime | None = None
     origin: dict = field(default_factory=dict)  # the snapshot's provenance (Snapshot.origin())
+    removed_rows: int | None = None  # rows of the table before a full load that it removed (their key left)
+    shrink_confirmed: dict | None = None  # a shrink beyond the guard's limit the operator confirmed
 
     @property
     def seconds(self) -> float:
@@ -138,18 +143,33 @@ def load_table(
     table: str,
     run_id: str,
     progress: ProgressCallback | None = None,
+    policy: guard.ShrinkPolicy | None = None,
 ) -> LoadResult:
-    """Replace ``table``'s content with the snapshot's, quarantining what cannot load. See module doc."""
+    """Replace ``table``'s content with the snapshot's, quarantining what cannot load. See module doc.
+    ``policy``: how much the load may remove (default: the settings' ``MAX_SHRINK_SHARE``/``ALLOW_SHRINK``)."""
     spec = catalog.table(table)
+    policy = guard.ShrinkPolicy.of() if policy is None else policy
     result = LoadResult(table=table, run_id=run_id, source_present=snapshot.has_table(table))
     result.started_at = datetime.now(UTC)
-    apply_schema(conn, catalog)
-    phase.require_migrated(conn, f"load {table}")
+    result.origin = snapshot.origin()
+    source = result.origin["source_path"] or str(snapshot.path)
+    if not result.source_present and not spec.optional_in_source:
+        guard.require_tables(snapshot.table_names(), catalog, source)
     columns, defaulted = plan_columns(snapshot, spec) if result.source_present else ((), ())
     result.defaulted_columns = defaulted
+    with privileges(conn):
+        apply_schema(conn, catalog)
+        phase.require_migrated(conn, f"load {table}")
+        _load(conn, snapshot, catalog, spec, columns, result, progress, policy, source)
+    return result
+
+
+def _load(conn, snapshot, catalog, spec, columns, result: LoadResult, progress, policy, source: str) -> None:
+    table, run_id = spec.name, result.run_id
     with conn.transaction(), quarantine.Spool(columns) as spool:
         # One load of a table at a time; readers are not blocked until the content is replaced.
         conn.execute(sql.SQL("LOCK TABLE {} IN EXCLUSIVE MODE").format(sql.Identifier(table)))
+        before = _count(conn, table)
         changes.suppress_for_load(conn)  # cascades into child tables are not app changes either
         changes.remove(conn, table)
         stage = quarantine.create_stage(conn, spec, columns)
@@ -160,9 +180,15 @@ def load_table(
             conn, catalog, spec, columns, stage, spool, snapshot, lambda row: _source_key(spec, columns, row)
         )
         result.checksum = str(content.checksum(conn, stage, columns))  # the loaded source rows, converted
+        result.removed_rows = guard.keys_gone(conn, spec, columns, stage) if before else 0
         result.loaded_rows, result.cascaded_deletes = quarantine.replace_content(
             conn, catalog, spec, columns, stage
         )
+        shrinks = [guard.Shrink(table, before, result.removed_rows)] + [
+            guard.Shrink(child, _count(conn, child) + n, n, via=table)
+            for child, n in result.cascaded_deletes.items()
+        ]
+        result.shrink_confirmed = policy.judge(f"load {table}", shrinks, source)  # before anything commits
         in_target = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))).fetchone()
         if in_target[0] != result.loaded_rows:
             raise LoadError(
@@ -179,9 +205,11 @@ def load_table(
                 f"{table}: {result.source_rows} source rows but {result.loaded_rows} loaded + "
                 f"{result.rejected_rows} quarantined; rolling back"
             )
-        result.origin = snapshot.origin()
         audit.record_table_load(conn, result, result.origin, code_version())
-    return result
+
+
+def _count(conn: psycopg.Connection, table: str) -> int:
+    return conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))).fetchone()[0]
 
 
 def _finish(conn: psycopg.Connection, spec: TableSpec, run_id: str) -> None:
@@ -214,7 +242,14 @@ def set_sequences(conn: psycopg.Connection, spec: TableSpec, run_id: str) -> Non
 
 
 def load_all(
-    conn: psycopg.Connection, snapshot: Snapshot, catalog: Catalog, run_id: str
+    conn: psycopg.Connection,
+    snapshot: Snapshot,
+    catalog: Catalog,
+    run_id: str,
+    policy: guard.ShrinkPolicy | None = None,
 ) -> dict[str, LoadResult]:
-    """Load every table in foreign-key order (what the ``migrate`` job does, without Dagster)."""
-    return {name: load_table(conn, snapshot, catalog, name, run_id) for name in catalog.names}
+    """Load every table in foreign-key order (what the ``migrate`` job does, without Dagster), once
+    :func:`~migration_pipeline.guard.preflight` found nothing wrong with the source."""
+    policy = guard.ShrinkPolicy.of() if policy is None else policy
+    guard.preflight(conn, snapshot, catalog, policy, snapshot.origin()["source_path"] or str(snapshot.path))
+    return {name: load_table(conn, snapshot, catalog, name, run_id, policy=policy) for name in catalog.names}
