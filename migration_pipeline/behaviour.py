@@ -14,17 +14,17 @@ Fails: psycopg errors propagate; nothing is left written (every probe rolls back
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
 from psycopg import sql
+from psycopg.types.json import set_json_loads
 
 from . import changes, phase, probes
 from .catalog import Catalog, TableSpec
-from .convert import Rejected, converter_for
+from .convert import Rejected, converter_for, json_exact
 from .proof import Outcome
 from .source import Snapshot, quote
 
@@ -48,7 +48,7 @@ def comparable_row(spec: TableSpec, columns, values) -> dict | None:
             v = converter_for(col.kind, col.max_length)(value)
         except Rejected:
             return None
-        out[name] = json.loads(v) if col.kind == "jsonb" and v is not None else v
+        out[name] = json_exact(v) if col.kind == "jsonb" and v is not None else v
     return out
 
 
@@ -89,6 +89,7 @@ def _pg_rows(conn, query: str, params: tuple, spec: TableSpec) -> list[dict]:
     """The PostgreSQL answer, less the rows the app changed since the load (see _skipped)."""
     skip = _skipped(conn, spec.name)
     with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
+        set_json_loads(json_exact, cur)  # numbers as exact decimals, as comparable_row parses the source
         rows = cur.execute(query, params).fetchall()
     return [r for r in rows if ",".join(str(r[c]) for c in spec.primary_key) not in skip]
 

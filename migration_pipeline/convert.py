@@ -15,6 +15,7 @@ import math
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from functools import cache
 
 import orjson
@@ -162,6 +163,12 @@ def json_depth(obj: object) -> int:
                 (child, depth + 1) for child in (item.values() if isinstance(item, dict) else item)
             )
     return deepest
+
+
+def json_exact(text: str) -> object:
+    """Parse JSON text for comparison: numbers as exact decimals (``Decimal``/``int``), as jsonb keeps
+    them, so that ``1.7976931348623157e+308`` equals the 309 digits PostgreSQL prints for it."""
+    return json.loads(text, parse_float=Decimal)
 
 
 def _has_nul(obj: object) -> bool:

@@ -11,22 +11,15 @@ Fails: psycopg errors propagate. Reads only.
 
 from __future__ import annotations
 
-import json
+from decimal import Decimal
 
-import orjson
 import psycopg
 from psycopg import sql
 
 from . import changes
 from .catalog import TableSpec
+from .convert import json_exact
 from .source import Snapshot, quote
-
-
-def _parse(text: str) -> object:
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:  # e.g. integers beyond 64 bits, valid JSON all the same
-        return json.loads(text)
 
 
 def same_json(a: object, b: object) -> bool:
@@ -38,7 +31,7 @@ def same_json(a: object, b: object) -> bool:
         if isinstance(a, bool) or isinstance(b, bool):
             if not (type(a) is type(b) and a == b):
                 return False
-        elif isinstance(a, int | float) and isinstance(b, int | float):
+        elif isinstance(a, int | float | Decimal) and isinstance(b, int | float | Decimal):
             if a != b:
                 return False
         elif type(a) is not type(b):
@@ -85,8 +78,8 @@ def compare_sample(
             if key not in stored:
                 continue
             for name, src, pg in zip(json_columns, source, stored[key], strict=True):
-                src_value = None if src is None else _parse(src) if isinstance(src, str) else src
-                pg_value = None if pg is None else _parse(pg)
+                src_value = None if src is None else json_exact(src) if isinstance(src, str) else src
+                pg_value = None if pg is None else json_exact(pg)
                 if not same_json(src_value, pg_value):
                     differing.append({"key": key, "column": name})
     return {"sampled_rows": len(stored), "differing": differing[:10], "differing_count": len(differing)}
