@@ -18,9 +18,13 @@
    as two, the old row and the new; cross-checked with ``pg_stat_user_tables``), its on-disk size
    (``pg_total_relation_size``), then ``changes.compact`` on every table and the same figures again,
    all per million app row writes;
+   after each run the load generator's users' tweets and funnel rows are deleted (unlogged, as a load's
+   own writes are) so that every run starts from the same tables: its date-range reads would otherwise
+   return the tweets of every run before, and the bench would slow down run after run;
 5. the machine's load average before, during and after (the machine is shared: read the spread).
 ``--profile`` adds one run per concurrency with ``pg_stat_statements.track = all``: the statements the
-triggers run, by total time. Figures go into the README by hand.
+triggers run, by total time. ``--setup-sql`` runs statements after the migration (to try a change of
+the log's table, say). Figures go into the README by hand.
 """
 
 from __future__ import annotations
@@ -126,7 +130,9 @@ def set_log(conn: psycopg.Connection, catalog, columns: dict[str, tuple[str, ...
 
 def settle(conn: psycopg.Connection) -> None:
     """Wait until the load generator's backends have exited: they flush their statistics as they exit,
-    and their CPU time then counts among the postmaster's reaped children."""
+    and their CPU time then counts among the postmaster's reaped children. This session's own statistics
+    (the migration's rows) are flushed too, when it next goes idle."""
+    conn.execute("SELECT pg_stat_force_next_flush()")
     deadline = time.monotonic() + 10
     while (
         time.monotonic() < deadline
@@ -136,7 +142,25 @@ def settle(conn: psycopg.Connection) -> None:
         ).fetchone()[0]
     ):
         time.sleep(0.05)
-    time.sleep(0.3)
+    last = None  # an exiting backend flushes its statistics after it left pg_stat_activity
+    while time.monotonic() < deadline and (now := conn.execute(APP_WRITES).fetchone()[0]) != last:
+        last = now
+        time.sleep(0.3)
+
+
+def reset_load_rows(target: str) -> None:
+    """Remove the tweets and funnel rows the load generator's users (``load_<n>``) gathered, unlogged (as
+    a load's own writes are), so every run starts from the same tables: otherwise each run's date-range
+    reads return all the tweets of the runs before it, and the funnel's JSON array keeps growing. Its own
+    session, which exits: its statistics must not count as the app's writes of the next run."""
+    with psycopg.connect(target, autocommit=True) as own:
+        with own.transaction():
+            changes.suppress_for_load(own)
+            for table in ("tweets", "funnel_progress"):
+                own.execute(
+                    sql.SQL("DELETE FROM {} WHERE user_id LIKE 'load\\_%'").format(sql.Identifier(table))
+                )
+        own.execute("VACUUM (ANALYZE) tweets, funnel_progress")
 
 
 def stat(conn: psycopg.Connection, query: str):
@@ -206,6 +230,13 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--concurrency", default="4,16", help="comma list of sessions")
     parser.add_argument(
+        "--setup-sql",
+        action="append",
+        default=[],
+        metavar="SQL",
+        help="run in the bench database after the migration, e.g. to try a change of the log's table (repeatable)",
+    )
+    parser.add_argument(
         "--profile", action="store_true", help="then one run per concurrency with nested statements tracked"
     )
     args = parser.parse_args()
@@ -246,6 +277,9 @@ def main() -> int:
                     for name in catalog.names
                 }
                 conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+                for statement in args.setup_sql:
+                    print(f"setup: {statement}")
+                    conn.execute(statement)
                 server_cpu = ServerCpu(conn)
                 app_rows = dict(conn.execute(
                     "SELECT relname, n_live_tup FROM pg_stat_user_tables WHERE schemaname = 'public'"
@@ -280,6 +314,7 @@ def main() -> int:
                             run.trigger_calls, run.trigger_ms = calls2 - calls1, ms2 - ms1
                             growth.writes_by_stats += stat(conn, APP_WRITES)[0] - writes0
                         runs.append(run)
+                        reset_load_rows(target)
                         print(f"  round {rnd} c={c:<3} triggers {mode:<3} {run.ops_per_s:>7,.0f} ops/s  "
                               f"p50 {run.p50_ms:6.1f} ms  p95 {run.p95_ms:6.1f} ms  server CPU {run.server_ms_per_op:.2f} ms/op  "
                               f"loadgen CPU {run.client_ms_per_op:.2f} ms/op  WAL {run.wal_per_op:,.0f} B/op  "
