@@ -9,10 +9,12 @@
    ``psycopg_pool``) with the triggers installed and with them removed (``changes.remove`` on every
    table; reinstalled with ``changes.install`` over the columns of each table's load checksum), each run
    after a ``--warmup`` of its own; the two modes alternate which goes first (round by round and
-   concurrency by concurrency), so a drift of the machine or of the growing tables costs both alike;
-3. reports per concurrency the median ops/s and p95 latency with and without the triggers over the
-   rounds, their spread (min-max), the cost as the difference of the medians and as the median of each
-   round's paired cost, the server time spent in the trigger functions (``track_functions = 'pl'``);
+   concurrency by concurrency), so a drift of the machine's load or of the growing log costs both alike;
+3. reports per concurrency the median ops/s and p50/p95 latency with and without the triggers over
+   the rounds, their spread (min-max), the cost as the difference of the medians and as the median of
+   each round's paired cost; and where it goes: CPU per operation of the server's processes (from
+   /proc, so the figure holds however busy the shared machine is) and of the load generator, WAL per
+   operation, the logging functions' calls and time (``track_functions = 'pl'``);
 4. the log's growth over every run with triggers: its entries, the app's row writes they record (one
    row inserted, updated or deleted is one write: an insert or delete is logged as one entry, an update
    as two, the old row and the new; cross-checked with ``pg_stat_user_tables``), its on-disk size
@@ -37,7 +39,7 @@ import statistics
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
@@ -113,7 +115,6 @@ class Run:
 @dataclass
 class Growth:
     writes_by_stats: int = 0  # pg_stat_user_tables over every run with triggers (warm-ups included)
-    runs: list[Run] = field(default_factory=list)
 
 
 def set_log(conn: psycopg.Connection, catalog, columns: dict[str, tuple[str, ...]], on: bool) -> None:
