@@ -13,7 +13,7 @@
 3. reports per concurrency the median ops/s and p50/p95 latency with and without the triggers over
    the rounds, their spread (min-max), the cost as the difference of the medians and as the median of
    each round's paired cost; and where it goes: CPU per operation of the server's processes (from
-   /proc, so the figure holds however busy the shared machine is) and of the load generator, WAL per
+   /proc, less sensitive than ops/s to how busy the shared machine is) and of the load generator, WAL per
    operation, the logging functions' calls and time (``track_functions = 'pl'``);
 4. the log's growth over every run with triggers: its entries, the app's row writes they record (one
    row inserted, updated or deleted is one write: an insert or delete is logged as one entry, an update
@@ -398,6 +398,19 @@ def report(args, levels, runs, growth, before, after, removed, compact_s, after_
               f"{calls / sum(r.ops for r in on):>16.2f} | "
               f"{sum(r.trigger_ms for r in on) / calls if calls else float('nan'):>15.3f} | "
               f"{sum(r.errors for r in on + off):>6}")  # fmt: skip
+    print("CPU-bound cost, from the CPU per operation (what ops/s would lose where the CPU is the limit; less sensitive than ops/s to how busy "
+          "the shared machine is): app and server on one machine like here, 1 - (server + loadgen off) / (server + "
+          "loadgen on); the database server alone the limit, 1 - server off / server on")  # fmt: skip
+    for c in levels:
+        on = [r for r in runs if r.concurrency == c and r.mode == "on"]
+        off = [r for r in runs if r.concurrency == c and r.mode == "off"]
+        server_on, server_off = median(on, "server_ms_per_op"), median(off, "server_ms_per_op")
+        both_on, both_off = (
+            server_on + median(on, "client_ms_per_op"),
+            server_off + median(off, "client_ms_per_op"),
+        )
+        print(f"{c:>8} sessions: app and server on one machine {pct(1 / both_on, 1 / both_off):.1f}%, "
+              f"database server alone {pct(1 / server_on, 1 / server_off):.1f}%")  # fmt: skip
 
     writes = before["writes"]
     per_million = 1_000_000 / writes if writes else float("nan")
