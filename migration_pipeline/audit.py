@@ -10,6 +10,7 @@ Fails: psycopg errors propagate; :func:`raw_row_json` never fails: every SQLite 
 from __future__ import annotations
 
 import base64
+import hashlib
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -36,14 +37,46 @@ def _raw_value(value: object) -> object:
         return {"$base64": base64.b64encode(value).decode(), "$storage": "blob"}
     if isinstance(value, str) and "\x00" in value:
         return {"$base64": base64.b64encode(value.encode()).decode(), "$storage": "text (contains NUL)"}
-    if isinstance(value, float) and not math.isfinite(value):
+    if isinstance(value, float) and _not_plain_json(value):
         return {"$float": repr(value)}
     return value
 
 
+def _not_plain_json(value: float) -> bool:
+    """A REAL that JSON cannot hold (inf, nan), or whose storage class jsonb would lose: it writes 1e+16
+    as the integer 10000000000000000 and -0.0 as 0.0."""
+    if not math.isfinite(value):
+        return True
+    return (value.is_integer() and "e" in repr(value)) or (value == 0 and math.copysign(1, value) < 0)
+
+
+# A key value that cannot be a key in PostgreSQL is written out at most this long (rejected_rows is
+# indexed by source_key, and a btree entry must stay under ~2.7kB).
+KEY_TEXT_LIMIT = 255
+
+
+def key_literal(value: object) -> str:
+    """A source key value that cannot be loaded as a key, as text that holds no NUL and stays short: a
+    BLOB as SQLite's ``X'6b00'``, TEXT that is not UTF-8 or holds NUL as ``CAST(X'..' AS TEXT)``,
+    numbers and other text as themselves; beyond :data:`KEY_TEXT_LIMIT` characters, the start and the
+    value's length and sha256. (``source_rowid`` and ``raw_row`` keep the exact original.)"""
+    if isinstance(value, bytes) or (isinstance(value, str) and "\x00" in value):
+        raw = value if isinstance(value, bytes) else value.encode()
+        text = f"X'{raw.hex()}'" if type(value) is bytes else f"CAST(X'{raw.hex()}' AS TEXT)"
+        size = f"{len(raw)} bytes"
+    else:
+        raw = str(value).encode()
+        text = str(value)
+        size = f"{len(text)} characters"
+    if len(text) <= KEY_TEXT_LIMIT:
+        return text
+    return f"{text[:200]}... ({size}, sha256 {hashlib.sha256(raw).hexdigest()[:16]})"
+
+
 def raw_row_json(columns: Sequence[str], values: Sequence[object]) -> str:
     """The original row as JSON text for ``raw_row``: ``{column: value}``; values JSON cannot hold
-    exactly become ``{"$base64": ..., "$storage": ...}`` or ``{"$float": "inf"}``."""
+    exactly become ``{"$base64": ..., "$storage": ...}`` or ``{"$float": "inf"}`` (also REALs jsonb would
+    write as integers, e.g. ``{"$float": "1e+16"}``)."""
     return orjson.dumps({c: _raw_value(v) for c, v in zip(columns, values, strict=True)}).decode()
 
 
@@ -64,6 +97,16 @@ def write_rejections(
                 copy.write_row((run_id, table, r.source_key, r.rowid, r.column, r.reason, r.kind, raw))
                 written += 1
     return written
+
+
+def rejected_rowids(conn: psycopg.Connection, table: str, run_id: str | None) -> set[int]:
+    """The snapshot rowids of the rows ``run_id`` quarantined from ``table`` (none without a run): the
+    rows a check comparing the target with the snapshot must leave out, whatever their key."""
+    rows = conn.execute(
+        "SELECT source_rowid FROM migration_audit.rejected_rows WHERE run_id = %s AND table_name = %s",
+        (run_id, table),
+    )
+    return {r[0] for r in rows}
 
 
 def record_table_load(

@@ -63,13 +63,20 @@ class LoadResult:
 
 
 def _source_key(spec: TableSpec, columns: tuple[str, ...], row: tuple) -> str:
-    """The row's primary key as text; its rowid where the key is NULL or not among the source columns."""
-    values = []
+    """The row's primary key as text, as PostgreSQL holds (or would hold) it; its rowid where the key is
+    NULL or not among the source columns; a key value that cannot load as SQLite would write it
+    (audit.key_literal: never a NUL, which a text column cannot hold)."""
+    parts = []
     for name in spec.primary_key:
-        if name not in columns or row[1 + columns.index(name)] is None:
+        value = row[1 + columns.index(name)] if name in columns else None
+        if value is None:
             return f"rowid:{row[0]}"
-        values.append(row[1 + columns.index(name)])
-    return ",".join(v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in values)
+        column = spec.column(name)
+        try:
+            parts.append(str(converter_for(column.kind, column.max_length)(value)))
+        except Rejected:
+            parts.append(audit.key_literal(value))
+    return ",".join(parts)
 
 
 def plan_columns(snapshot: Snapshot, spec: TableSpec) -> tuple[tuple[str, ...], tuple[str, ...]]:
