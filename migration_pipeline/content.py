@@ -85,7 +85,7 @@ def _staged_source(conn, snapshot: Snapshot, catalog: Catalog, spec: TableSpec, 
     columns, _ = plan_columns(snapshot, spec)
     stage = create_stage(conn, spec, columns)
     with Spool(columns) as spool:
-        stage_rows(conn, snapshot.stream(spec.name, columns), spec, columns, stage, spool, None)
+        stage_rows(conn, lambda: snapshot.stream(spec.name, columns), spec, columns, stage, spool, None)
     if run_id and len(spec.primary_key) == 1 and spec.primary_key[0] in columns:
         conn.execute(
             sql.SQL(
