@@ -11,7 +11,7 @@ import sqlite3
 
 import pytest
 
-from migration_pipeline import audit, delta, proof, rollback
+from migration_pipeline import audit, behaviour, delta, proof, rollback
 from migration_pipeline.convert import InvalidText, Rejected, convert_json
 from migration_pipeline.rollback import export_sqlite
 from migration_pipeline.sample_data import generate
@@ -229,3 +229,36 @@ def test_keys_that_cannot_load_are_written_as_short_nul_free_text(conn, catalog,
     assert "CAST(X'6b00' AS TEXT)" in keys
     assert all(len(k) < 300 for k in keys)
     assert conn.execute("SELECT text FROM tweets WHERE id = '7'").fetchone() == ("seven",)
+
+
+def test_a_quarantined_duplicate_with_invalid_json_leaves_the_json_checks_working(conn, catalog, tmp_path):
+    """A source without the key's uniqueness: the JSON check joined the quarantined copy's invalid text to
+    the loaded row by key and failed casting it ("invalid input syntax for type json")."""
+    source = generate(tmp_path / "app.db", users=5, tweets=10, bad_fraction=0)
+    sqlite_exec(
+        source,
+        "CREATE TABLE loose AS SELECT * FROM tweets",
+        "DROP TABLE tweets",
+        "ALTER TABLE loose RENAME TO tweets",
+        "INSERT INTO tweets (id, user_id, text, created_at, metadata) VALUES ('dup', 'u0', 'x', 0, '[1]'),"
+        " ('dup', 'u0', 'y', 0, '{bad'), ('dup', 'u0', 'z', 0, '[2]')",
+    )
+    migrate(conn, catalog, source, "run-1", tmp_path)
+    assert conn.execute("SELECT text, metadata FROM tweets WHERE id = 'dup'").fetchone() == ("x", [1])
+    assert quarantined(conn, "run-1")["dup"][0] in ("metadata", "id")
+    passes_the_checks(conn, catalog, tmp_path / "run-1.snapshot.db")
+
+
+def test_app_queries_compare_json_numbers_exactly(conn, catalog, tmp_path):
+    """jsonb writes 1e23 as 100000000000000000000000, which Python's float 1e23 is not: the app-query
+    checks reported a difference for a value loaded exactly."""
+    source = generate(tmp_path / "app.db", users=5, tweets=10, bad_fraction=0)
+    sqlite_exec(
+        source,
+        """UPDATE users SET profile_data = '{"n": 1e23, "m": [1e400, 0.1, -0]}'""",
+        """UPDATE funnel_progress SET command_responses = '{"n": 1e23}'""",
+    )
+    migrate(conn, catalog, source, "run-1", tmp_path)
+    names = {"app_user_lookup", "app_funnel_progress"}
+    for _, outcome in behaviour.run(conn, catalog, tmp_path / "run-1.snapshot.db", names):
+        assert outcome.passed, (outcome.name, outcome.problems)
