@@ -10,13 +10,13 @@ Fails: psycopg errors propagate; :func:`raw_row_json` never fails: every SQLite 
 from __future__ import annotations
 
 import base64
-import hashlib
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import orjson
 import psycopg
+from psycopg.types.json import Jsonb
 
 from .convert import InvalidText
 
@@ -48,29 +48,6 @@ def _not_plain_json(value: float) -> bool:
     if not math.isfinite(value):
         return True
     return (value.is_integer() and "e" in repr(value)) or (value == 0 and math.copysign(1, value) < 0)
-
-
-# A key value that cannot be a key in PostgreSQL is written out at most this long (rejected_rows is
-# indexed by source_key, and a btree entry must stay under ~2.7kB).
-KEY_TEXT_LIMIT = 255
-
-
-def key_literal(value: object) -> str:
-    """A source key value that cannot be loaded as a key, as text that holds no NUL and stays short: a
-    BLOB as SQLite's ``X'6b00'``, TEXT that is not UTF-8 or holds NUL as ``CAST(X'..' AS TEXT)``,
-    numbers and other text as themselves; beyond :data:`KEY_TEXT_LIMIT` characters, the start and the
-    value's length and sha256. (``source_rowid`` and ``raw_row`` keep the exact original.)"""
-    if isinstance(value, bytes) or (isinstance(value, str) and "\x00" in value):
-        raw = value if isinstance(value, bytes) else value.encode()
-        text = f"X'{raw.hex()}'" if type(value) is bytes else f"CAST(X'{raw.hex()}' AS TEXT)"
-        size = f"{len(raw)} bytes"
-    else:
-        raw = str(value).encode()
-        text = str(value)
-        size = f"{len(text)} characters"
-    if len(text) <= KEY_TEXT_LIMIT:
-        return text
-    return f"{text[:200]}... ({size}, sha256 {hashlib.sha256(raw).hexdigest()[:16]})"
 
 
 def raw_row_json(columns: Sequence[str], values: Sequence[object]) -> str:
@@ -113,19 +90,21 @@ def record_table_load(
     conn: psycopg.Connection, result, origin: dict, code_version: str, mode: str = "full"
 ) -> None:
     """The table_loads row of a load (``result``: a ``LoadResult``) with its provenance: ``origin`` as
-    ``Snapshot.origin()`` gives it, the code version, and ``mode`` ('full' or 'delta')."""
+    ``Snapshot.origin()`` gives it, the code version, and ``mode`` ('full' or 'delta'); and what it
+    removed, with the operator's confirmation of a shrink beyond the guard's limit."""
     conn.execute(
         """
         INSERT INTO migration_audit.table_loads
             (run_id, table_name, source_rows, loaded_rows, rejected_rows, checksum, started_at, finished_at,
-             mode, source_path, snapshot_sha256, snapshot_taken_at, code_version)
-        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+             mode, source_path, snapshot_sha256, snapshot_taken_at, code_version, removed_rows, shrink_confirmed)
+        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
         ON CONFLICT (run_id, table_name) DO UPDATE SET
             source_rows = EXCLUDED.source_rows, loaded_rows = EXCLUDED.loaded_rows,
             rejected_rows = EXCLUDED.rejected_rows, checksum = EXCLUDED.checksum,
             started_at = EXCLUDED.started_at, finished_at = EXCLUDED.finished_at, mode = EXCLUDED.mode,
             source_path = EXCLUDED.source_path, snapshot_sha256 = EXCLUDED.snapshot_sha256,
-            snapshot_taken_at = EXCLUDED.snapshot_taken_at, code_version = EXCLUDED.code_version
+            snapshot_taken_at = EXCLUDED.snapshot_taken_at, code_version = EXCLUDED.code_version,
+            removed_rows = EXCLUDED.removed_rows, shrink_confirmed = EXCLUDED.shrink_confirmed
         """,
         (
             result.run_id,
@@ -141,6 +120,8 @@ def record_table_load(
             origin["snapshot_sha256"],
             origin["taken_at"],
             code_version,
+            result.removed_rows,
+            None if result.shrink_confirmed is None else Jsonb(result.shrink_confirmed),
         ),
     )
 

@@ -3,13 +3,16 @@
 In:  the ``*.sql`` files of the schema directory, parsed with PostgreSQL's own grammar (pglast).
 Out: a :class:`Catalog` of :class:`TableSpec` (columns with type, length limit, NOT NULL, default,
      serial; primary key; UNIQUE, CHECK and FOREIGN KEY constraints) in foreign-key load order,
-     plus the DDL text to apply.
+     plus the DDL text to apply. A ``-- migration: optional_in_source`` comment line directly above a
+     ``CREATE TABLE`` marks a table the app's SQLite database may lack (``TableSpec.optional_in_source``):
+     every other table must be in the source.
 Fails: :class:`SchemaError` when a file holds a statement this project cannot describe (an unknown
      column type, a foreign key cycle, a reference to an unknown table). Nothing here touches a database.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from functools import cache
 from graphlib import CycleError, TopologicalSorter
@@ -17,6 +20,7 @@ from pathlib import Path
 
 from pglast import ast, parse_sql
 from pglast.enums import ConstrType
+from pglast.parser import scan
 from pglast.stream import RawStream
 from pglast.visitors import Visitor
 
@@ -33,6 +37,11 @@ _KINDS = {
     "int4": "integer",
     "serial": "integer",
 }
+# Directives in ``-- migration: <name>`` comment lines directly above a statement (before it, after the
+# previous one): what the DDL cannot say about a table's source.
+_DIRECTIVE = re.compile(r"^--\s*migration:\s*(\w+)", re.MULTILINE)
+OPTIONAL_IN_SOURCE = "optional_in_source"  # the app's SQLite database may lack the table
+_DIRECTIVES = {OPTIONAL_IN_SOURCE}
 
 
 class SchemaError(ValueError):
@@ -73,6 +82,9 @@ class TableSpec:
     checks: tuple[Check, ...] = ()
     foreign_keys: tuple[ForeignKey, ...] = ()
     indexes: tuple[str, ...] = field(default=())  # names of CREATE INDEX statements on the table
+    # the app's SQLite database may lack this table (it is then created empty); any other table missing
+    # from the source means the source is not the app's database
+    optional_in_source: bool = False
 
     @property
     def column_names(self) -> tuple[str, ...]:
@@ -169,7 +181,19 @@ def _column(cdef: ast.ColumnDef, table_constraints: list) -> Column:
     )
 
 
-def _table(stmt: ast.CreateStmt) -> TableSpec:
+def _directives(encoded: bytes, start: int, end: int) -> set[str]:
+    """The ``-- migration: <name>`` directives in the comments of ``encoded[start:end]``."""
+    found = set()
+    for token in scan(encoded[start:end].decode()):
+        if token.name == "SQL_COMMENT":
+            found.update(_DIRECTIVE.findall(encoded[start + token.start : start + token.end + 1].decode()))
+    unknown = found - _DIRECTIVES
+    if unknown:
+        raise SchemaError(f"unknown directive(s) -- migration: {', '.join(sorted(unknown))}")
+    return found
+
+
+def _table(stmt: ast.CreateStmt, directives: set[str] = frozenset()) -> TableSpec:
     constraints: list = []
     columns = []
     for elt in stmt.tableElts:
@@ -201,6 +225,7 @@ def _table(stmt: ast.CreateStmt) -> TableSpec:
         unique=tuple(c for k, c in constraints if k == "unique"),
         checks=tuple(c for k, c in constraints if k == "check"),
         foreign_keys=tuple(c for k, c in constraints if k == "fk"),
+        optional_in_source=OPTIONAL_IN_SOURCE in directives,
     )
 
 
@@ -213,13 +238,20 @@ def parse_schema(texts: list[str]) -> Catalog:
     public: list[str] = []
     for text in texts:
         encoded = text.encode()
+        previous_end = 0
         for raw in parse_sql(text):
             stmt = raw.stmt
+            directives = _directives(encoded, previous_end, raw.stmt_location)
+            end = previous_end = raw.stmt_location + raw.stmt_len if raw.stmt_len else len(encoded)
+            is_table = isinstance(stmt, ast.CreateStmt) and not stmt.relation.schemaname
+            if directives and not is_table:
+                raise SchemaError(
+                    f"-- migration: {', '.join(sorted(directives))} must precede a CREATE TABLE"
+                )
             if isinstance(stmt, (ast.CreateStmt, ast.IndexStmt)) and not stmt.relation.schemaname:
-                end = raw.stmt_location + raw.stmt_len if raw.stmt_len else len(encoded)
                 public.append(encoded[raw.stmt_location : end].decode().strip())
-            if isinstance(stmt, ast.CreateStmt) and not stmt.relation.schemaname:
-                spec = _table(stmt)
+            if is_table:
+                spec = _table(stmt, directives)
                 tables[spec.name] = spec
             elif isinstance(stmt, ast.IndexStmt) and not stmt.relation.schemaname:
                 indexes.setdefault(stmt.relation.relname, []).append(stmt.idxname)

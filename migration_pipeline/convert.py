@@ -159,6 +159,10 @@ def convert_timestamp(value: object) -> datetime | None:
 # --- JSON -------------------------------------------------------------------------------------
 
 
+# Deepest JSON nesting loaded (json_rules.py says why)
+MAX_JSON_DEPTH = json_rules.MAX_DEPTH
+
+
 def _invalid_json(detail: str, value: str) -> Rejected:
     return Rejected(f"invalid JSON ({detail}): {show(value)}", "invalid JSON")
 
@@ -193,9 +197,8 @@ def convert_json(value: object) -> str | None:
     depth = json_rules.too_deep(value)
     if depth is not None:
         raise Rejected(
-            f"JSON nested {depth} levels deep, deeper than the {json_rules.MAX_DEPTH} levels allowed: "
-            f"{show(value)}",
-            "JSON too deep",
+            f"JSON nested deeper than {MAX_JSON_DEPTH} levels ({depth} levels deep): {show(value)}",
+            "JSON nested too deep",
         )
     try:
         parsed = orjson.loads(value)

@@ -14,8 +14,9 @@ Out: :func:`sync` finds the rows the app inserted, updated, replaced (``INSERT O
      the change set is applied to the baseline, which then equals the source as synced, so the checks
      compare against it. A :class:`SyncResult` has the counts and the time of each phase.
 Fails: :class:`DeltaError` before anything changed when a delta cannot be exact: the baseline is not what
-     the tables were last loaded from, the app wrote to PostgreSQL since (the change log is not empty), a
-     table appeared, disappeared or changed columns. Any error while applying rolls the whole sync back.
+     the tables were last loaded from, or was taken from another file than ``source`` (a wrong source), the
+     app wrote to PostgreSQL since (the change log is not empty), a table appeared, disappeared or changed
+     columns. Any error while applying rolls the whole sync back.
      A sync interrupted after its commit is completed by the next one (:func:`recover`); one interrupted
      before it leaves PostgreSQL and the baseline as they were.
 """
@@ -630,7 +631,13 @@ def sync(conn: psycopg.Connection, catalog: Catalog, source: Path, baseline: Pat
 def _sync_locked(conn, catalog: Catalog, source: Path, baseline: Path, run_id: str) -> SyncResult:
     recover(conn, baseline)
     with Snapshot(baseline, locked=False) as snap:  # this process holds the lock exclusively
-        identity = snap.origin()["snapshot_sha256"]
+        taken = snap.origin()
+    identity, taken_from = taken["snapshot_sha256"], taken["source_path"]
+    if taken_from and Path(taken_from) != source.resolve():  # a wrong source: the diff would be of two files
+        raise DeltaError(
+            f"the tables were loaded from {taken_from}, not from {source}: a sync applies what changed in one "
+            "file; check SQLITE_PATH, or run a full migration from this file (whose shrink guard checks it)"
+        )
     loads = _check_preconditions(conn, catalog, identity)
     changeset = changeset_path(baseline)
     started = time.perf_counter()

@@ -24,18 +24,30 @@ from .source import Snapshot, quote
 
 def same_json(a: object, b: object) -> bool:
     """JSON equality that tells types apart (Python's True == 1 would not); numbers (exact decimals,
-    see json_rules.parse_exact) compare by value, so 1E2 equals the 100 jsonb writes for it."""
-    if isinstance(a, bool) or isinstance(b, bool):
-        return type(a) is type(b) and a == b
-    if isinstance(a, int | float | Decimal) and isinstance(b, int | float | Decimal):
-        return a == b
-    if type(a) is not type(b):
-        return False
-    if isinstance(a, dict):
-        return a.keys() == b.keys() and all(same_json(a[k], b[k]) for k in a)
-    if isinstance(a, list):
-        return len(a) == len(b) and all(same_json(x, y) for x, y in zip(a, b, strict=True))
-    return a == b
+    see json_rules.parse_exact) compare by value, so 1E2 equals the 100 jsonb writes for it; iterative,
+    so a value nested as deep as the load admits compares without exhausting Python's stack."""
+    pending = [(a, b)]
+    while pending:
+        a, b = pending.pop()
+        if isinstance(a, bool) or isinstance(b, bool):
+            if not (type(a) is type(b) and a == b):
+                return False
+        elif isinstance(a, int | float | Decimal) and isinstance(b, int | float | Decimal):
+            if a != b:
+                return False
+        elif type(a) is not type(b):
+            return False
+        elif isinstance(a, dict):
+            if a.keys() != b.keys():
+                return False
+            pending.extend((a[k], b[k]) for k in a)
+        elif isinstance(a, list):
+            if len(a) != len(b):
+                return False
+            pending.extend(zip(a, b, strict=True))
+        elif a != b:
+            return False
+    return True
 
 
 def compare_sample(

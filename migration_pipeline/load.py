@@ -7,8 +7,11 @@ Out: a :class:`LoadResult`. On return the table holds exactly the source rows th
      ``SERIAL`` sequences are past the highest id, statistics are fresh and a ``table_loads`` row records
      the numbers. ``source_rows == loaded_rows + rejected_rows`` is checked before commit.
 Fails: :class:`LoadError` for a source that cannot be mapped onto the schema (extra columns, a missing
-     NOT NULL column) or a broken conservation invariant; psycopg errors when the server fails. Either
-     way the transaction rolls back and the previous content of the table is untouched.
+     NOT NULL column) or a broken conservation invariant; ``SourceError`` for a source lacking a table
+     that is not ``optional_in_source``; :class:`~migration_pipeline.guard.ShrinkRefused` for a load that
+     would remove (itself, or through foreign-key cascades) more rows than the shrink policy allows;
+     ``TargetError`` for a role lacking privileges; psycopg errors when the server fails. Either way the
+     transaction rolls back and the previous content of the table is untouched.
      :class:`~migration_pipeline.phase.PhaseError` once the app writes to PostgreSQL (phase.py).
 """
 
@@ -24,13 +27,13 @@ from datetime import UTC, datetime
 import psycopg
 from psycopg import sql
 
-from . import audit, changes, content, phase, quarantine
+from . import audit, changes, content, guard, phase, quarantine
 from .audit import Rejection
 from .catalog import Catalog, TableSpec
 from .convert import Rejected, converter_for, show
 from .provenance import code_version
 from .source import Snapshot
-from .target import apply_schema
+from .target import apply_schema, privileges
 
 ProgressCallback = Callable[[int], None]
 
@@ -54,6 +57,8 @@ class LoadResult:
     started_at: datetime | None = None
     finished_at: datetime | None = None
     origin: dict = field(default_factory=dict)  # the snapshot's provenance (Snapshot.origin())
+    removed_rows: int | None = None  # rows of the table before a full load that it removed (their key left)
+    shrink_confirmed: dict | None = None  # a shrink beyond the guard's limit the operator confirmed
 
     @property
     def seconds(self) -> float:
@@ -65,19 +70,21 @@ class LoadResult:
 
 
 def _source_key(spec: TableSpec, columns: tuple[str, ...], row: tuple) -> str:
-    """The row's primary key as text, as PostgreSQL holds (or would hold) it; its rowid where the key is
-    NULL or not among the source columns; a key value that cannot load as SQLite would write it
-    (audit.key_literal: never a NUL, which a text column cannot hold)."""
+    """The row's primary key as text, as PostgreSQL holds (or would hold) it; its rowid (``rowid:N``) where
+    the key is no usable key: NULL, not among the source columns, or a value no key column can hold (a
+    BLOB, invalid UTF-8, text holding NUL, which no PostgreSQL text can hold, text beyond the column's
+    length, which rejected_rows' key index could not hold either); ``raw_row`` keeps the original."""
     parts = []
     for name in spec.primary_key:
         value = row[1 + columns.index(name)] if name in columns else None
-        if value is None:
-            return f"rowid:{row[0]}"
         column = spec.column(name)
         try:
-            parts.append(str(converter_for(column.kind, column.max_length)(value)))
+            key = None if value is None else converter_for(column.kind, column.max_length)(value)
         except Rejected:
-            parts.append(audit.key_literal(value))
+            key = None
+        if key is None:
+            return f"rowid:{row[0]}"
+        parts.append(str(key))
     return ",".join(parts)
 
 
@@ -99,7 +106,7 @@ def plan_columns(snapshot: Snapshot, spec: TableSpec) -> tuple[tuple[str, ...], 
 
 
 # A value PostgreSQL refuses that no rule here foresaw costs its row: the COPY is redone without it, up to
-# this many times per table (each time a pass over the table), then the load fails naming them.
+# this many times per table (each time a pass over the table), then the load fails with the server's error.
 MAX_REFUSED = 10
 _COPY_LINE = re.compile(r"COPY [^,]+, line (\d+)(?:, column ([^:]+))?")
 
@@ -179,18 +186,33 @@ def load_table(
     table: str,
     run_id: str,
     progress: ProgressCallback | None = None,
+    policy: guard.ShrinkPolicy | None = None,
 ) -> LoadResult:
-    """Replace ``table``'s content with the snapshot's, quarantining what cannot load. See module doc."""
+    """Replace ``table``'s content with the snapshot's, quarantining what cannot load. See module doc.
+    ``policy``: how much the load may remove (default: the settings' ``MAX_SHRINK_SHARE``/``ALLOW_SHRINK``)."""
     spec = catalog.table(table)
+    policy = guard.ShrinkPolicy.of() if policy is None else policy
     result = LoadResult(table=table, run_id=run_id, source_present=snapshot.has_table(table))
     result.started_at = datetime.now(UTC)
-    apply_schema(conn, catalog)
-    phase.require_migrated(conn, f"load {table}")
+    result.origin = snapshot.origin()
+    source = result.origin["source_path"] or str(snapshot.path)
+    if not result.source_present and not spec.optional_in_source:
+        guard.require_tables(snapshot.table_names(), catalog, source)
     columns, defaulted = plan_columns(snapshot, spec) if result.source_present else ((), ())
     result.defaulted_columns = defaulted
+    with privileges(conn):
+        apply_schema(conn, catalog)
+        phase.require_migrated(conn, f"load {table}")
+        _load(conn, snapshot, catalog, spec, columns, result, progress, policy, source)
+    return result
+
+
+def _load(conn, snapshot, catalog, spec, columns, result: LoadResult, progress, policy, source: str) -> None:
+    table, run_id = spec.name, result.run_id
     with conn.transaction(), quarantine.Spool(columns) as spool:
         # One load of a table at a time; readers are not blocked until the content is replaced.
         conn.execute(sql.SQL("LOCK TABLE {} IN EXCLUSIVE MODE").format(sql.Identifier(table)))
+        before = _count(conn, table)
         changes.suppress_for_load(conn)  # cascades into child tables are not app changes either
         changes.remove(conn, table)
         stage = quarantine.create_stage(conn, spec, columns)
@@ -201,9 +223,15 @@ def load_table(
             conn, catalog, spec, columns, stage, spool, snapshot, lambda row: _source_key(spec, columns, row)
         )
         result.checksum = str(content.checksum(conn, stage, columns))  # the loaded source rows, converted
+        result.removed_rows = guard.keys_gone(conn, spec, columns, stage) if before else 0
         result.loaded_rows, result.cascaded_deletes = quarantine.replace_content(
             conn, catalog, spec, columns, stage
         )
+        shrinks = [guard.Shrink(table, before, result.removed_rows)] + [
+            guard.Shrink(child, _count(conn, child) + n, n, via=table)
+            for child, n in result.cascaded_deletes.items()
+        ]
+        result.shrink_confirmed = policy.judge(f"load {table}", shrinks, source)  # before anything commits
         in_target = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))).fetchone()
         if in_target[0] != result.loaded_rows:
             raise LoadError(
@@ -220,9 +248,11 @@ def load_table(
                 f"{table}: {result.source_rows} source rows but {result.loaded_rows} loaded + "
                 f"{result.rejected_rows} quarantined; rolling back"
             )
-        result.origin = snapshot.origin()
         audit.record_table_load(conn, result, result.origin, code_version())
-    return result
+
+
+def _count(conn: psycopg.Connection, table: str) -> int:
+    return conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))).fetchone()[0]
 
 
 def _finish(conn: psycopg.Connection, spec: TableSpec, run_id: str) -> None:
@@ -241,19 +271,29 @@ def set_sequences(conn: psycopg.Connection, spec: TableSpec, run_id: str) -> Non
         col = sql.Identifier(column)
         conn.execute(
             sql.SQL(
-                "WITH ids AS (SELECT max({c})::bigint AS id FROM {t} UNION ALL"
+                "WITH seq AS (SELECT seqrelid, seqmax FROM pg_sequence"
+                "             WHERE seqrelid = pg_get_serial_sequence(%(table)s, %(col)s)::regclass),"
+                " ids AS (SELECT max({c})::bigint AS id FROM {t} UNION ALL"
                 " SELECT max((raw_row->>%(col)s)::bigint) FROM migration_audit.rejected_rows"
-                " WHERE run_id = %(run)s AND table_name = %(table)s AND raw_row->>%(col)s ~ '^[0-9]{{1,10}}$'"
-                " AND (raw_row->>%(col)s)::bigint <= 2147483647)"
-                " SELECT setval(pg_get_serial_sequence(%(table)s, %(col)s), greatest(max(id), 1),"
-                " coalesce(max(id) >= 1, false)) FROM ids"
+                " WHERE run_id = %(run)s AND table_name = %(table)s AND raw_row->>%(col)s ~ '^[0-9]{{1,18}}$'"
+                # a quarantined id the sequence can never reach (beyond its type) cannot be reused
+                " AND (raw_row->>%(col)s)::bigint <= (SELECT seqmax FROM seq))"
+                " SELECT setval((SELECT seqrelid FROM seq), greatest(max(id), 1), coalesce(max(id) >= 1, false))"
+                " FROM ids"
             ).format(c=col, t=table),
             {"table": spec.name, "col": column, "run": run_id},
         )
 
 
 def load_all(
-    conn: psycopg.Connection, snapshot: Snapshot, catalog: Catalog, run_id: str
+    conn: psycopg.Connection,
+    snapshot: Snapshot,
+    catalog: Catalog,
+    run_id: str,
+    policy: guard.ShrinkPolicy | None = None,
 ) -> dict[str, LoadResult]:
-    """Load every table in foreign-key order (what the ``migrate`` job does, without Dagster)."""
-    return {name: load_table(conn, snapshot, catalog, name, run_id) for name in catalog.names}
+    """Load every table in foreign-key order (what the ``migrate`` job does, without Dagster), once
+    :func:`~migration_pipeline.guard.preflight` found nothing wrong with the source."""
+    policy = guard.ShrinkPolicy.of() if policy is None else policy
+    guard.preflight(conn, snapshot, catalog, policy, snapshot.origin()["source_path"] or str(snapshot.path))
+    return {name: load_table(conn, snapshot, catalog, name, run_id, policy=policy) for name in catalog.names}

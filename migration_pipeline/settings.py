@@ -1,8 +1,8 @@
 """Configuration from the environment and ``.env.migration`` (the contract's "Configuration").
 
 In:  environment variables ``SQLITE_PATH``, ``PG_DSN``, ``PG_USER``, ``PG_PASSWORD``, ``PG_DATABASE``,
-     ``PG_HOST``, ``PG_PORT``; the same keys from ``.env.migration`` in the working directory, where the
-     real environment wins.
+     ``PG_HOST``, ``PG_PORT``, and the shrink guard's ``MAX_SHRINK_SHARE`` and ``ALLOW_SHRINK``; the same
+     keys from ``.env.migration`` in the working directory, where the real environment wins.
 Out: :class:`Settings`, whose ``repr``/``str`` never show the password; :func:`redact` removes a
      password from any text (DSNs in error messages) before it is logged.
 Fails: :class:`ConfigError` with a message naming the bad variable (never its secret value).
@@ -23,6 +23,10 @@ ENV_FILE = ".env.migration"
 DEFAULT_SQLITE_PATH = "./data/twitter.db"
 DEFAULT_DATABASE = "twitter_analysis_db"
 DEFAULT_PORT = 5432
+# A load may remove at most this share of a non-empty table's rows (and never all of them) unless the
+# operator confirms it (see migration_pipeline.guard).
+DEFAULT_MAX_SHRINK_SHARE = 0.5
+ALL_TABLES = "*"
 
 
 class ConfigError(ValueError):
@@ -35,6 +39,8 @@ class Settings:
     database: str
     # Connection parameters for an external server; None means "use the embedded PostgreSQL".
     external_conninfo: str | None = field(default=None, repr=False)
+    max_shrink_share: float = DEFAULT_MAX_SHRINK_SHARE  # MAX_SHRINK_SHARE
+    allow_shrink: frozenset[str] = frozenset()  # ALLOW_SHRINK: tables confirmed to shrink, or {"*"}
 
     @property
     def embedded(self) -> bool:
@@ -59,9 +65,27 @@ def read_environment(environ: Mapping[str, str] | None = None, cwd: Path | None 
     return values
 
 
+def parse_table_list(text: str | None) -> frozenset[str]:
+    """``ALLOW_SHRINK``'s value: comma-separated table names, or ``*`` / ``all`` for every table."""
+    names = frozenset(n.strip() for n in (text or "").split(",") if n.strip())
+    return frozenset({ALL_TABLES}) if names & {ALL_TABLES, "all"} else names
+
+
+def _shrink(env: Mapping[str, str]) -> dict:
+    share = env.get("MAX_SHRINK_SHARE") or str(DEFAULT_MAX_SHRINK_SHARE)
+    try:
+        max_share = float(share)
+    except ValueError:
+        max_share = -1.0
+    if not 0.0 <= max_share <= 1.0:
+        raise ConfigError(f"MAX_SHRINK_SHARE must be a share between 0 and 1 (0.5 = half), got {share!r}")
+    return {"max_shrink_share": max_share, "allow_shrink": parse_table_list(env.get("ALLOW_SHRINK"))}
+
+
 def load_settings(environ: Mapping[str, str] | None = None, cwd: Path | None = None) -> Settings:
     env = read_environment(environ, cwd)
     sqlite_path = Path(env.get("SQLITE_PATH") or DEFAULT_SQLITE_PATH)
+    shrink = _shrink(env)
     if env.get("PG_DSN"):
         try:
             parts = conninfo_to_dict(env["PG_DSN"])
@@ -69,10 +93,10 @@ def load_settings(environ: Mapping[str, str] | None = None, cwd: Path | None = N
             raise ConfigError("PG_DSN is not a valid PostgreSQL connection string") from None
         database = str(parts.get("dbname") or env.get("PG_DATABASE") or DEFAULT_DATABASE)
         parts["dbname"] = database
-        return Settings(sqlite_path, database, make_conninfo(**parts))
+        return Settings(sqlite_path, database, make_conninfo(**parts), **shrink)
     database = env.get("PG_DATABASE") or DEFAULT_DATABASE
     if not env.get("PG_HOST"):
-        return Settings(sqlite_path, database, None)
+        return Settings(sqlite_path, database, None, **shrink)
     port = env.get("PG_PORT") or str(DEFAULT_PORT)
     if not port.isdigit():
         raise ConfigError(f"PG_PORT must be a port number, got {port!r}")
@@ -81,7 +105,7 @@ def load_settings(environ: Mapping[str, str] | None = None, cwd: Path | None = N
         parts["user"] = env["PG_USER"]
     if env.get("PG_PASSWORD"):
         parts["password"] = env["PG_PASSWORD"]
-    return Settings(sqlite_path, database, make_conninfo(**parts))
+    return Settings(sqlite_path, database, make_conninfo(**parts), **shrink)
 
 
 _PASSWORD_PATTERNS = (

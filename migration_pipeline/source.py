@@ -5,7 +5,9 @@ Out: :func:`take_snapshot` copies it through SQLite's online backup API from a r
      every table is read from one consistent point in time and the app is blocked for the copy only, not
      for the migration. :class:`Snapshot` then streams rows with their ``rowid`` in bounded batches,
      with undecodable TEXT kept as :class:`~migration_pipeline.convert.InvalidText`, never dropped.
-Fails: :class:`SourceError` for a missing or unreadable file; sqlite3 errors otherwise. The source file
+Fails: :class:`SourceError` for a source that cannot be snapshotted (missing, a directory, unreadable, not
+     a SQLite database, damaged: the snapshot passes SQLite's ``quick_check``), one line naming the file,
+     what is wrong and what to do, chained to SQLite's error; sqlite3 errors otherwise. The source file
      is never written: it is only ever opened with ``mode=ro``.
 """
 
@@ -27,13 +29,10 @@ import orjson
 from .convert import decode_text
 from .local_postgres import state_dir
 from .settings import Settings
+from .source_check import SourceError, check_path, quote, unreadable, verify
 
 BATCH_ROWS = 5_000
 T = TypeVar("T")
-
-
-class SourceError(RuntimeError):
-    """The source database cannot be read."""
 
 
 @dataclass(frozen=True)
@@ -102,25 +101,32 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def take_snapshot(source_path: Path, snapshot_path: Path) -> SnapshotInfo:
+def take_snapshot(
+    source_path: Path, snapshot_path: Path, vet: Callable[[Snapshot], None] | None = None
+) -> SnapshotInfo:
     """Copy the live source into ``snapshot_path`` (replaced atomically) in one read transaction,
-    never writing the source or creating files beside it (see :func:`read_consistently`)."""
+    never writing the source or creating files beside it (see :func:`read_consistently`). ``vet`` sees
+    the copy before it replaces the previous snapshot and may refuse it by raising."""
     snapshot_path.parent.mkdir(parents=True, exist_ok=True)
     partial = snapshot_path.with_name(snapshot_path.name + f".{os.getpid()}.partial")
     partial.unlink(missing_ok=True)
     source_path = Path(source_path)
-    if not source_path.is_file():
-        raise SourceError(f"SQLite source {source_path} does not exist or is not a file")
+    check_path(source_path)
     try:
-        read_consistently(source_path, lambda uri: _backup(uri, partial))
-    except sqlite3.DatabaseError as err:
+        try:
+            read_consistently(source_path, lambda uri: _backup(uri, partial))
+            counts = verify(partial)
+        except sqlite3.DatabaseError as err:
+            raise SourceError(unreadable(source_path, err)) from err
+        if vet is not None:
+            with Snapshot(partial, locked=False) as snap:
+                vet(snap)
+    except BaseException:
         partial.unlink(missing_ok=True)
-        raise SourceError(f"cannot read SQLite source {source_path}: {err}") from err
+        raise
     taken_at = datetime.now(UTC)
     with snapshot_lock(snapshot_path, exclusive=True):
         os.replace(partial, snapshot_path)
-    with Snapshot(snapshot_path) as snap:
-        counts = {name: snap.count(name) for name in snap.table_names()}
     info = SnapshotInfo(
         snapshot_path, source_path, source_path.stat().st_size, file_sha256(snapshot_path), counts
     )
@@ -273,11 +279,6 @@ class Snapshot:
             marks = ",".join("?" * len(chunk))
             found.extend(self._conn.execute(_select(table, columns) + f" WHERE rowid IN ({marks})", chunk))
         return found
-
-
-def quote(name: str) -> str:
-    """A SQLite identifier, quoted."""
-    return '"' + name.replace('"', '""') + '"'
 
 
 def _select(table: str, columns: Sequence[str]) -> str:

@@ -4,12 +4,16 @@ In:  :class:`~migration_pipeline.settings.Settings` (an external server, or the 
 Out: :func:`conninfo` (the database created on first use), :func:`connect`, :func:`open_pool` (a
      ``psycopg_pool.ConnectionPool``), :func:`apply_schema` (the DDL of ``schema/``, idempotent,
      serialised between concurrent processes by an advisory lock).
-Fails: :class:`TargetError` with a secret-free message when the server cannot be reached.
+Fails: :class:`TargetError` with a secret-free message when the server cannot be reached, or when the
+     role lacks a privilege the migration needs (:func:`privileges`): one line saying what and what to
+     grant, chained to PostgreSQL's own error.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import psycopg
 from psycopg import sql
@@ -43,12 +47,19 @@ def _ensure_database(params: dict[str, str], database: str) -> None:
             return
     except psycopg.OperationalError as err:
         if "does not exist" not in str(err):
-            raise TargetError(f"cannot connect to PostgreSQL: {redact(str(err))}") from None
+            raise TargetError(_unreachable(err)) from None
     try:
         with psycopg.connect(**{**params, "dbname": "postgres"}, autocommit=True) as conn:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
     except psycopg.errors.DuplicateDatabase:
         pass  # another process created it first
+    except psycopg.errors.InsufficientPrivilege as err:
+        user = params.get("user") or "the configured role"
+        raise TargetError(
+            f"PostgreSQL database {database} does not exist and role {user} may not create it "
+            f"({_first_line(err)}): create it as an administrator (CREATE DATABASE {database} OWNER {user}) "
+            "or set PG_DATABASE to an existing database"
+        ) from err
     except psycopg.Error as err:
         raise TargetError(f"cannot create database {database}: {redact(str(err))}") from None
 
@@ -73,7 +84,7 @@ def connect(settings: Settings, *, autocommit: bool = True) -> psycopg.Connectio
     try:
         return psycopg.connect(conninfo(settings), autocommit=autocommit)
     except psycopg.OperationalError as err:
-        raise TargetError(f"cannot connect to PostgreSQL: {redact(str(err))}") from None
+        raise TargetError(_unreachable(err)) from None
 
 
 def open_pool(
@@ -90,6 +101,34 @@ def open_pool(
     )
     pool.open(wait=True, timeout=30)
     return pool
+
+
+def _first_line(err: psycopg.Error) -> str:
+    return redact(str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__)
+
+
+def _unreachable(err: psycopg.Error) -> str:
+    # not chained: libpq's text is shown here, redacted, on one line
+    return (
+        f"cannot connect to PostgreSQL: {redact(' '.join(str(err).split()))}; check PG_DSN or PG_HOST, "
+        "PG_PORT, PG_USER, PG_PASSWORD, and that the server is running and accepts this client"
+    )
+
+
+@contextmanager
+def privileges(conn: psycopg.Connection) -> Iterator[None]:
+    """Turn PostgreSQL's refusal of a privilege into a :class:`TargetError` naming the role, the
+    database and what to grant (PostgreSQL's error stays chained below it)."""
+    try:
+        yield
+    except psycopg.errors.InsufficientPrivilege as err:
+        user, database = conn.info.user, conn.info.dbname
+        raise TargetError(
+            f"PostgreSQL role {user} lacks a privilege the migration needs in database {database} "
+            f"({_first_line(err)}); nothing was changed. Run the migration as the database's owner, or have an "
+            f"administrator run: GRANT CREATE ON DATABASE {database} TO {user}; GRANT CREATE ON SCHEMA public "
+            f"TO {user}; (and ALTER TABLE ... OWNER TO {user} for tables it must replace)"
+        ) from err
 
 
 def _schema_current(conn: psycopg.Connection, catalog: Catalog, digest: str) -> bool:
@@ -121,7 +160,7 @@ def apply_schema(conn: psycopg.Connection, catalog: Catalog) -> None:
     digest = hashlib.sha256("\n".join(catalog.ddl).encode()).hexdigest()
     if _schema_current(conn, catalog, digest):
         return
-    with conn.transaction():
+    with privileges(conn), conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
         if _schema_current(conn, catalog, digest):
             return

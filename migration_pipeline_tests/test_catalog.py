@@ -46,6 +46,32 @@ def test_columns_types_and_constraints(catalog):
     }
 
 
+def test_only_the_tables_the_app_never_creates_may_be_absent_from_the_source(catalog):
+    optional = {t.name for t in catalog.tables if t.optional_in_source}
+    assert optional == {"analysis_queue", "analysis_chunks"}
+
+
+def test_optional_in_source_directive_is_read_from_the_comment_above_a_table():
+    catalog = parse_schema([
+        "-- migration: optional_in_source (never created by the app)\n"
+        "CREATE TABLE a (id TEXT PRIMARY KEY);\n"
+        "-- an ordinary comment\nCREATE TABLE b (id TEXT PRIMARY KEY); -- about b\n"
+        "/* prose */ CREATE TABLE c (id TEXT PRIMARY KEY);"
+    ])  # fmt: skip
+    assert [(t.name, t.optional_in_source) for t in catalog.tables] == [
+        ("a", True),
+        ("b", False),
+        ("c", False),
+    ]
+    with pytest.raises(SchemaError, match="unknown directive.*optional_in_sorce"):
+        parse_schema(["-- migration: optional_in_sorce\nCREATE TABLE a (id TEXT PRIMARY KEY);"])
+    with pytest.raises(SchemaError, match="must precede a CREATE TABLE"):
+        parse_schema([
+            "CREATE TABLE a (id TEXT PRIMARY KEY);\n"
+            "-- migration: optional_in_source\nCREATE INDEX i ON a (id);"
+        ])  # fmt: skip
+
+
 def test_schema_errors_are_clear():
     with pytest.raises(SchemaError, match="unknown table"):
         parse_schema(["CREATE TABLE a (id TEXT PRIMARY KEY, b TEXT REFERENCES nowhere(id));"])

@@ -16,7 +16,8 @@ from migration_pipeline import proof
 from migration_pipeline.sample_data import generate
 from migration_pipeline.target import connect
 
-from .helpers import fingerprint, migrate, silently
+from .helpers import editable_copy, fingerprint, migrate, silently, sqlite_exec
+from .test_source import damage
 
 CHECKOUT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
@@ -166,3 +167,63 @@ def test_reverify_fails_on_a_plain_update_before_the_switch(
         tweets = {o.name: o for o in proof.run(conn, catalog, "tweets", None, {"content_parity"})}
         assert not tweets["content_parity"].passed
         assert "made before the switch was declared" in tweets["content_parity"].description
+
+
+def _fingerprints(server, database, tables) -> dict:
+    with psycopg.connect(**{**server, "dbname": database}) as conn:
+        return {
+            **{t: fingerprint(conn, t) for t in tables},
+            "table_loads": conn.execute("SELECT count(*) FROM migration_audit.table_loads").fetchone()[0],
+        }
+
+
+def test_a_wrong_source_is_refused_and_the_target_untouched(
+    server, database, settings, catalog, sample_db, tmp_path
+):
+    """After a good migration, a damaged file, an empty file, a file without `users` and a source holding
+    1% of the tweets each make the headless run exit 1 with the reason on one line, every table as it was; confirming the
+    shrink (ALLOW_SHRINK) lets the 1% load, recorded in the audit trail."""
+    with connect(settings) as conn:
+        migrate(conn, catalog, sample_db, "run-1", tmp_path)
+        tweets_before = conn.execute("SELECT count(*) FROM tweets").fetchone()[0]
+    before = _fingerprints(server, database, catalog.names)
+    empty = tmp_path / "empty.db"
+    empty.write_bytes(b"")
+    no_users = editable_copy(sample_db, tmp_path / "no-users.db")
+    sqlite_exec(no_users, "DROP TABLE users")
+    one_percent = editable_copy(sample_db, tmp_path / "one-percent.db")
+    sqlite_exec(one_percent, "DELETE FROM tweets WHERE rowid % 100 <> 0")
+    damaged = editable_copy(sample_db, tmp_path / "damaged.db")
+    damage(damaged, "tweets")
+    materialize = ["asset", "materialize", "-m", "migration_pipeline.definitions", "--select", "*"]
+    reasons = {
+        damaged: "the file is damaged (database disk image is malformed:",
+        empty: "lacks the app's table(s) users, tweets",
+        no_users: "lacks the app's table(s) users (it has only: analysis_chunks",
+        one_percent: "rows of tweets (99%)",
+    }
+    for source, reason in reasons.items():
+        done = _run(materialize, {"SQLITE_PATH": str(source), "PG_DATABASE": database}, tmp_path)
+        output = done.stdout + done.stderr
+        assert done.returncode == 1, output[-3000:]
+        [line] = [x for x in output.splitlines() if reason in x and x.startswith("migration_pipeline.")][:1]
+        assert str(source.resolve()) in line and ("ALLOW_SHRINK=tweets" in line or "SQLITE_PATH" in line), (
+            line
+        )
+        assert _fingerprints(server, database, catalog.names) == before, source
+    in_process = ["--config-json", '{"execution": {"config": {"in_process": {}}}}']  # one process: quicker
+    confirmed = _run(
+        materialize + in_process,
+        {"SQLITE_PATH": str(one_percent), "PG_DATABASE": database, "ALLOW_SHRINK": "tweets"},
+        tmp_path,
+    )
+    assert confirmed.returncode == 0, confirmed.stderr[-3000:]
+    with psycopg.connect(**{**server, "dbname": database}) as conn:
+        loaded, removed, confirmation = conn.execute(
+            "SELECT loaded_rows, removed_rows, shrink_confirmed FROM migration_audit.table_loads"
+            " WHERE table_name = 'tweets' ORDER BY finished_at DESC LIMIT 1"
+        ).fetchone()
+        assert conn.execute("SELECT count(*) FROM tweets").fetchone()[0] == loaded <= 30
+    assert removed == tweets_before - loaded
+    assert confirmation["confirmed_by"] == ["ALLOW_SHRINK"]
+    assert confirmation["tables"]["tweets"] == {"before": tweets_before, "removed": removed, "via": None}

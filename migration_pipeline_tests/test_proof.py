@@ -182,4 +182,6 @@ def test_quarantine_headline_counts_every_row_not_only_the_listed_groups(conn, c
     assert recorded >= 120 and found.metadata["quarantined_rows"] == recorded
     groups = found.metadata["reason_groups"]
     assert groups > 120 and len(found.metadata["by_reason"]) == 50
-    assert found.problems == (f"{recorded} rows quarantined in {groups} reason groups (the largest 50 listed)",)
+    assert found.problems == (
+        f"{recorded} rows quarantined in {groups} reason groups (the largest 50 listed)",
+    )

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
+from pathlib import Path
 
 import pytest
 
@@ -106,3 +108,34 @@ def test_snapshots_taken_while_the_app_commits_are_consistent(tmp_path, journal_
     finally:
         stop.set()
         writer.join()
+
+
+def damage(path: Path, table: str) -> None:
+    """Overwrite part of a page of ``table``'s b-tree, as a bad disk or a torn copy would."""
+    db = sqlite3.connect(path)
+    page_size = db.execute("PRAGMA page_size").fetchone()[0]
+    [page] = db.execute("SELECT max(pageno) FROM dbstat WHERE name = ?", (table,)).fetchone()
+    db.close()
+    with open(path, "r+b") as handle:
+        handle.seek((page - 1) * page_size + 8)
+        handle.write(b"\xff" * 64)
+
+
+def test_bad_sources_say_what_is_wrong_and_what_to_do(sample_db, tmp_path):
+    damaged = shutil.copyfile(sample_db, tmp_path / "damaged.db")
+    damage(damaged, "tweets")
+    cases = {
+        damaged: ("the file is damaged", "restore the app's database from a good backup"),
+        tmp_path: ("is a directory, not a database file", "set SQLITE_PATH to the app's database file"),
+        tmp_path / "notes.db": ("is not a SQLite database", "set SQLITE_PATH to the app's database file"),
+    }
+    (tmp_path / "notes.db").write_text("not a database\n" * 500)
+    for path, (what, todo) in cases.items():
+        with pytest.raises(SourceError) as err:
+            take_snapshot(path, tmp_path / "snap" / "s.db")
+        message = str(err.value)
+        assert str(path) in message and what in message and todo in message and "\n" not in message, message
+        assert not list((tmp_path / "snap").glob("*")), "no snapshot or partial copy left behind"
+    with pytest.raises(SourceError) as err:
+        take_snapshot(damaged, tmp_path / "snap" / "s.db")
+    assert isinstance(err.value.__cause__, sqlite3.DatabaseError)  # SQLite's own error follows

@@ -3,6 +3,11 @@
 -- migration_pipeline.catalog reads tables, columns, types, limits, constraints and the
 -- foreign-key load order from this file. Statements are idempotent so the file can be
 -- applied to a database that already has the schema.
+--
+-- A "-- migration: optional_in_source" line directly above a CREATE TABLE marks a table the app's
+-- SQLite database may lack (the app never creates it there); the table is then created empty. Every
+-- other table must be in the source: a source without one is refused before anything is written, as it
+-- cannot be the app's database (a wrong path, an empty or half-copied file, another database).
 
 CREATE TABLE IF NOT EXISTS users (
     id VARCHAR(255) PRIMARY KEY,
@@ -71,6 +76,7 @@ CREATE TABLE IF NOT EXISTS referral_usage_log (
 );
 
 -- Analysis Queue Management Tables
+-- migration: optional_in_source (the app never creates it in SQLite)
 CREATE TABLE IF NOT EXISTS analysis_queue (
     job_id SERIAL PRIMARY KEY,
     user_id VARCHAR(255) NOT NULL REFERENCES users(id),
@@ -85,6 +91,7 @@ CREATE TABLE IF NOT EXISTS analysis_queue (
     CONSTRAINT valid_status CHECK (status IN ('pending', 'processing', 'completed', 'failed'))
 );
 
+-- migration: optional_in_source (the app never creates it in SQLite)
 CREATE TABLE IF NOT EXISTS analysis_chunks (
     chunk_id SERIAL PRIMARY KEY,
     job_id INTEGER REFERENCES analysis_queue(job_id),

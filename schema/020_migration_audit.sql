@@ -63,6 +63,26 @@ BEGIN
 END
 $$;
 
+-- ---- shrink guard (migration_pipeline/guard.py) -------------------------------------------------
+-- What each table load removed, and the operator's confirmation when that was more than the guard
+-- allows (MAX_SHRINK_SHARE of the table, or all of it): removed_rows counts the table's rows before a
+-- full load whose key it removed (NULL for delta syncs, which apply the app's own deletes and are not
+-- shrink-guarded); shrink_confirmed is NULL unless a
+-- confirmed shrink (ALLOW_SHRINK or the run config) let the load through, and then says who confirmed
+-- it and, per table (cascades included), the rows before and removed. Added to table_loads of any age
+-- (checked first, so the usual case takes no lock).
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM information_schema.columns WHERE table_schema = 'migration_audit'
+                   AND table_name = 'table_loads' AND column_name = 'shrink_confirmed') THEN
+        ALTER TABLE migration_audit.table_loads
+            ADD COLUMN IF NOT EXISTS removed_rows BIGINT,
+            ADD COLUMN IF NOT EXISTS shrink_confirmed JSONB;
+    END IF;
+END
+$$;
+-- ---- end of shrink guard ------------------------------------------------------------------------
+
 -- Rows the app changed in a migrated table since its last load (the change log): written by
 -- statement-level triggers that each load installs on the table it loaded (see
 -- migration_pipeline/changes.py); a load empties its table's entries. 'D' is a row gone (deleted, or

@@ -15,6 +15,7 @@ from dagster import (
 )
 
 from ..catalog import TableSpec, load_catalog
+from ..guard import preflight
 from ..load import LoadResult, load_table
 from ..phase import PhaseError
 from ..provenance import code_version, load_sql, quarantine_sql
@@ -59,7 +60,10 @@ def target_key(table: str) -> AssetKey:
         "A consistent copy of the app's SQLite database (SQLITE_PATH), taken through SQLite's online "
         "backup from a read-only connection: every table is migrated from this one point in time, and the "
         "app is blocked only for the copy. Without a SQLITE_PATH file and with the embedded PostgreSQL, a "
-        "sample database shaped like the app's is generated there first."
+        "sample database shaped like the app's is generated there first. A copy that is not the app's "
+        "database (a table other than analysis_queue/analysis_chunks missing, a damaged file) or that would "
+        "shrink a target table beyond MAX_SHRINK_SHARE without the operator's confirmation is refused "
+        "before any table is loaded, and the previous snapshot kept."
     ),
 )
 def source_snapshot(context: AssetExecutionContext, migration: MigrationResource) -> MaterializeResult:
@@ -76,7 +80,14 @@ def source_snapshot(context: AssetExecutionContext, migration: MigrationResource
         )
         generate(settings.sqlite_path, **SAMPLE_SIZE)
         generated = True
-    info = take_snapshot(settings.sqlite_path, migration.snapshot_path)
+    policy = migration.shrink_policy()
+    source = str(settings.sqlite_path.resolve())
+    with migration.connection() as conn:  # the target is only read: nothing is loaded before this passes
+        info = take_snapshot(
+            settings.sqlite_path,
+            migration.snapshot_path,
+            vet=lambda snap: preflight(conn, snap, load_catalog(), policy, source),
+        )
     for spec in SOURCE_TABLES:  # a changed source shows as new observations of its tables
         table = spec.key.path[-1]
         context.log_event(
@@ -134,6 +145,8 @@ def _metadata(spec: TableSpec, result: LoadResult) -> dict:
         "rows_per_s": round(result.rows_per_second, 1),
         "defaulted_columns": MetadataValue.json(list(result.defaulted_columns)),
         "cascaded_deletes": MetadataValue.json(result.cascaded_deletes),
+        "removed_rows": result.removed_rows,
+        "shrink_confirmed": MetadataValue.json(result.shrink_confirmed or {}),
         "dagster/column_lineage": column_lineage(source_key(spec.name), loaded),
         "column_lineage": MetadataValue.md(lineage_markdown(spec, source_key(spec.name), loaded)),
         "run_id": result.run_id,
@@ -180,6 +193,7 @@ def table_asset(spec: TableSpec) -> AssetsDefinition:
                     spec.name,
                     context.run_id,
                     _progress_logger(context, total),
+                    policy=migration.shrink_policy(),
                 )
             except PhaseError as err:  # the app writes to PostgreSQL: a load would overwrite its writes
                 raise Failure(description=str(err)) from err
@@ -188,6 +202,11 @@ def table_asset(spec: TableSpec) -> AssetsDefinition:
         if result.rejected_rows:
             context.log.warning(
                 f"{spec.name}: {result.rejected_rows} rows quarantined {result.rejected_by_reason}"
+            )
+        if result.shrink_confirmed:
+            context.log.warning(
+                f"{spec.name}: shrink beyond the guard's limit, confirmed by the operator and recorded in "
+                f"migration_audit.table_loads: {result.shrink_confirmed}"
             )
         if result.cascaded_deletes:
             context.log.warning(

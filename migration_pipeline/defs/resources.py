@@ -9,8 +9,9 @@ import psycopg
 from dagster import ConfigurableResource, InitResourceContext
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import ConnectionPool
-from pydantic import PrivateAttr
+from pydantic import Field, PrivateAttr
 
+from ..guard import ShrinkPolicy
 from ..settings import Settings, load_settings
 from ..source import default_snapshot_path
 from ..target import open_pool
@@ -22,6 +23,12 @@ class MigrationResource(ConfigurableResource):
 
     sqlite_path: str | None = None
     pg_database: str | None = None
+    allow_shrink: str = Field(
+        default="",
+        description="Tables (comma-separated, or *) this run may shrink beyond MAX_SHRINK_SHARE or empty: "
+        "the operator's confirmation that the source is right, recorded in migration_audit.table_loads. "
+        "Adds to the ALLOW_SHRINK setting.",
+    )
 
     _pool: ConnectionPool | None = PrivateAttr(default=None)
 
@@ -37,6 +44,10 @@ class MigrationResource(ConfigurableResource):
                 params = {**conninfo_to_dict(settings.external_conninfo), "dbname": self.pg_database}
                 overrides["external_conninfo"] = make_conninfo(**params)
         return replace(settings, **overrides)
+
+    def shrink_policy(self) -> ShrinkPolicy:
+        """How much a load may remove: the settings, widened by this run's ``allow_shrink``."""
+        return ShrinkPolicy.of(self.settings, self.allow_shrink)
 
     @property
     def snapshot_path(self) -> Path:
