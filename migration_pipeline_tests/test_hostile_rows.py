@@ -86,6 +86,8 @@ def test_deep_json_and_a_nul_blob_key_are_quarantined_and_the_rest_loads(conn, c
 
 
 def test_the_rollback_export_restores_both_originals(conn, catalog, hostile, tmp_path):
+    """... and a text key that reads like a rowid (its int() failed the export's ordering)."""
+    add_tweets(hostile, ("rowid:x", "looks like a rowid", "someday", None))
     migrate(conn, catalog, hostile, "run-1", tmp_path)
     out = tmp_path / "rollback.db"
     export_sqlite(conn, catalog, out, template=tmp_path / "run-1.snapshot.db")
@@ -93,6 +95,7 @@ def test_the_rollback_export_restores_both_originals(conn, catalog, hostile, tmp
         assert db.execute("SELECT metadata FROM tweets WHERE id = 'deep'").fetchone() == (DEEP,)
         blob = db.execute("SELECT text, typeof(id) FROM tweets WHERE id = ?", (NUL_KEY,)).fetchall()
         assert blob == [("blob key", "blob")]
+        assert db.execute("SELECT created_at FROM tweets WHERE id = 'rowid:x'").fetchone() == ("someday",)
 
 
 def test_a_delta_sync_over_such_keys_equals_a_full_load(conn, other_conn, catalog, hostile, tmp_path):  # noqa: F811
