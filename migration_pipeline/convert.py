@@ -161,6 +161,8 @@ def convert_timestamp(value: object) -> datetime | None:
 
 # Deepest JSON nesting loaded (json_rules.py says why)
 MAX_JSON_DEPTH = json_rules.MAX_DEPTH
+# How the checks parse JSON to compare it: numbers as exact decimals (json_rules.parse_exact)
+json_exact = json_rules.parse_exact
 
 
 def _invalid_json(detail: str, value: str) -> Rejected:

@@ -3,8 +3,9 @@
 In:  a connection string, a concurrency, a duration (and an operation cap), a seed.
 Out: :func:`run` drives ``concurrency`` threads through one ``psycopg_pool`` for at most ``seconds``:
      profile upserts, tweet batch saves, a user's tweets by date range, full-text search, funnel
-     progress updates and referral tracking, in the app's proportions; returns counts per operation and
-     the errors seen. Writes touch only rows of its own users (ids ``load_<n>``), so a run can be
+     progress updates and referral tracking, in the app's proportions; returns counts per operation,
+     each successful operation's latency (seconds, from asking the pool for a connection to the commit)
+     and the errors seen. Writes touch only rows of its own users (ids ``load_<n>``), so a run can be
      repeated; they are app writes, logged by the change log like any other.
      ``python -m migration_pipeline.loadgen --concurrency 8 --seconds 30`` runs it on the configured target.
 Fails: connection errors propagate; errors of single operations are counted, not raised.
@@ -13,6 +14,7 @@ Fails: connection errors propagate; errors of single operations are counted, not
 from __future__ import annotations
 
 import argparse
+import math
 import random
 import threading
 import time
@@ -43,10 +45,21 @@ class LoadResult:
     seconds: float = 0.0
     operations: Counter = field(default_factory=Counter)
     errors: Counter = field(default_factory=Counter)
+    latencies: dict[str, list[float]] = field(default_factory=dict)  # seconds, per operation
 
     @property
     def total(self) -> int:
         return sum(self.operations.values())
+
+    def percentile(self, q: float, operation: str | None = None) -> float:
+        """The ``q``-th percentile (0-100, nearest rank) of the operations' latency in milliseconds, of
+        one operation or of all; NaN when none ran."""
+        values = sorted(self.latencies.get(operation, []) if operation else
+                        (v for vs in self.latencies.values() for v in vs))  # fmt: skip
+        if not values:
+            return float("nan")
+        rank = max(1, math.ceil(q / 100 * len(values)))
+        return values[rank - 1] * 1000
 
 
 def _profile_upsert(cur, rng, user):
@@ -131,6 +144,7 @@ def run(
             conn.commit()
         while time.monotonic() < deadline:
             op = rng.choices(functions, weights)[0]
+            began = time.perf_counter()
             try:
                 with pool.connection() as conn, conn.cursor() as cur:
                     op(cur, rng, user)
@@ -138,8 +152,11 @@ def run(
                 with lock:
                     result.errors[f"{op.__name__}: {type(err).__name__}"] += 1
                 continue
+            took = time.perf_counter() - began
+            name = op.__name__.lstrip("_")
             with lock:
-                result.operations[op.__name__.lstrip("_")] += 1
+                result.operations[name] += 1
+                result.latencies.setdefault(name, []).append(took)
                 if result.total >= max_operations:
                     return
 
@@ -169,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"{result.total} operations in {result.seconds:.1f} s ({result.total / result.seconds:.0f}/s): {dict(result.operations)}"
     )
+    print(f"latency: p50 {result.percentile(50):.1f} ms, p95 {result.percentile(95):.1f} ms")
     if result.errors:
         print(f"errors: {dict(result.errors)}")
     return 0

@@ -371,3 +371,19 @@ def test_no_single_value_fails_a_table(conn, catalog, tmp_path):
     for outcome in proof.run(conn, catalog, "tweets", snapshot):
         assert outcome.passed or outcome.name == "quarantine", (outcome.name, outcome.problems)
     assert all(o.passed for _, o in behaviour.run(conn, catalog, snapshot))
+
+
+def test_json_numbers_beyond_float_precision_pass_every_check(conn, catalog, tmp_path):
+    """jsonb keeps a JSON number's decimal digits exactly (1.7976931348623157e+308 is printed back as 309
+    digits): the checks compare numbers as decimals, so exact values never read as different."""
+    from migration_pipeline import behaviour, proof
+
+    source = generate(tmp_path / "numbers.db", users=20, tweets=50, bad_fraction=0)
+    doc = '{"max": 1.7976931348623157e+308, "tiny": 1.0185336904134522e-274, "dec": 0.1, "e": 1E+30}'
+    sqlite_exec(source, f"UPDATE users SET profile_data = '{doc}'", f"UPDATE tweets SET metadata = '{doc}'")
+    migrate(conn, catalog, source, "run-num", tmp_path)
+    snapshot = tmp_path / "run-num.snapshot.db"
+    for table in ("users", "tweets"):
+        for outcome in proof.run(conn, catalog, table, snapshot):
+            assert outcome.passed or outcome.name == "quarantine", (table, outcome.name, outcome.problems)
+    assert [o.problems for _, o in behaviour.run(conn, catalog, snapshot) if not o.passed] == []

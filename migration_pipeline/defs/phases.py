@@ -58,6 +58,19 @@ def _record(context: OpExecutionContext, now: phase.Phase, extra: Mapping | None
     )
 
 
+def _rebase(context: OpExecutionContext, config: DeclareConfig, migration: MigrationResource, step, key: str):
+    """Run finalize.finalize or finalize.resume; record the phase and the baselines they recorded."""
+    with migration.connection() as conn:
+        try:
+            recorded = step(
+                conn, load_catalog(), run_id=context.run_id, by=config.declared_by or None, note=config.note
+            )
+        except phase.PhaseError as err:
+            raise Failure(description=str(err)) from err
+        now = phase.current(conn)
+    _record(context, now, {key: MetadataValue.json(recorded)})
+
+
 def _declare(context: OpExecutionContext, config: DeclareConfig, migration: MigrationResource, name: str):
     with migration.connection() as conn:
         try:
@@ -106,15 +119,7 @@ def withdraw_switch():
 
 @op(description="Record the final proof baseline, remove the change log, declare the database finalized.")
 def finalize_op(context: OpExecutionContext, config: DeclareConfig, migration: MigrationResource):
-    with migration.connection() as conn:
-        try:
-            recorded = finalize.finalize(
-                conn, load_catalog(), run_id=context.run_id, by=config.declared_by or None, note=config.note
-            )
-        except phase.PhaseError as err:
-            raise Failure(description=str(err)) from err
-        now = phase.current(conn)
-    _record(context, now, {"final_baselines": MetadataValue.json(recorded)})
+    _rebase(context, config, migration, finalize.finalize, "final_baselines")
 
 
 @job(
@@ -132,15 +137,7 @@ def finalize_job():
 
 @op(description="Record the content as the new baseline and put the change log back (phase switched).")
 def resume_change_log_op(context: OpExecutionContext, config: DeclareConfig, migration: MigrationResource):
-    with migration.connection() as conn:
-        try:
-            recorded = finalize.resume(
-                conn, load_catalog(), run_id=context.run_id, by=config.declared_by or None, note=config.note
-            )
-        except phase.PhaseError as err:
-            raise Failure(description=str(err)) from err
-        now = phase.current(conn)
-    _record(context, now, {"baselines": MetadataValue.json(recorded)})
+    _rebase(context, config, migration, finalize.resume, "baselines")
 
 
 @job(
