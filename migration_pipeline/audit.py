@@ -37,14 +37,23 @@ def _raw_value(value: object) -> object:
         return {"$base64": base64.b64encode(value).decode(), "$storage": "blob"}
     if isinstance(value, str) and "\x00" in value:
         return {"$base64": base64.b64encode(value.encode()).decode(), "$storage": "text (contains NUL)"}
-    if isinstance(value, float) and not math.isfinite(value):
+    if isinstance(value, float) and _not_plain_json(value):
         return {"$float": repr(value)}
     return value
 
 
+def _not_plain_json(value: float) -> bool:
+    """A REAL that JSON cannot hold (inf, nan), or whose storage class jsonb would lose: it writes 1e+16
+    as the integer 10000000000000000 and -0.0 as 0.0."""
+    if not math.isfinite(value):
+        return True
+    return (value.is_integer() and "e" in repr(value)) or (value == 0 and math.copysign(1, value) < 0)
+
+
 def raw_row_json(columns: Sequence[str], values: Sequence[object]) -> str:
     """The original row as JSON text for ``raw_row``: ``{column: value}``; values JSON cannot hold
-    exactly become ``{"$base64": ..., "$storage": ...}`` or ``{"$float": "inf"}``."""
+    exactly become ``{"$base64": ..., "$storage": ...}`` or ``{"$float": "inf"}`` (also REALs jsonb would
+    write as integers, e.g. ``{"$float": "1e+16"}``)."""
     return orjson.dumps({c: _raw_value(v) for c, v in zip(columns, values, strict=True)}).decode()
 
 
@@ -65,6 +74,16 @@ def write_rejections(
                 copy.write_row((run_id, table, r.source_key, r.rowid, r.column, r.reason, r.kind, raw))
                 written += 1
     return written
+
+
+def rejected_rowids(conn: psycopg.Connection, table: str, run_id: str | None) -> set[int]:
+    """The snapshot rowids of the rows ``run_id`` quarantined from ``table`` (none without a run): the
+    rows a check comparing the target with the snapshot must leave out, whatever their key."""
+    rows = conn.execute(
+        "SELECT source_rowid FROM migration_audit.rejected_rows WHERE run_id = %s AND table_name = %s",
+        (run_id, table),
+    )
+    return {r[0] for r in rows}
 
 
 def record_table_load(

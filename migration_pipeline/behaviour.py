@@ -24,7 +24,8 @@ from psycopg.types.json import set_json_loads
 
 from . import changes, phase, probes
 from .catalog import Catalog, TableSpec
-from .convert import Rejected, converter_for, json_exact
+from .convert import Rejected, converter_for
+from .json_rules import parse_exact
 from .proof import Outcome
 from .source import Snapshot, quote
 
@@ -39,8 +40,9 @@ class AppCheck:
 
 
 def comparable_row(spec: TableSpec, columns, values) -> dict | None:
-    """A source row under the value rules as {column: value}, JSON parsed so it compares with what
-    psycopg returns for jsonb; None when a value would be rejected."""
+    """A source row under the value rules as {column: value}, JSON parsed exactly (numbers as Decimal,
+    json_rules.parse_exact) so it compares with what :func:`_pg_rows` returns for jsonb (1e23 and the
+    digits jsonb writes for it are one number); None when a value would be rejected."""
     out = {}
     for name, value in zip(columns, values, strict=True):
         col = spec.column(name)
@@ -48,7 +50,7 @@ def comparable_row(spec: TableSpec, columns, values) -> dict | None:
             v = converter_for(col.kind, col.max_length)(value)
         except Rejected:
             return None
-        out[name] = json_exact(v) if col.kind == "jsonb" and v is not None else v
+        out[name] = parse_exact(v) if col.kind == "jsonb" and v is not None else v
     return out
 
 
@@ -89,7 +91,7 @@ def _pg_rows(conn, query: str, params: tuple, spec: TableSpec) -> list[dict]:
     """The PostgreSQL answer, less the rows the app changed since the load (see _skipped)."""
     skip = _skipped(conn, spec.name)
     with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
-        set_json_loads(json_exact, cur)  # numbers as exact decimals, as comparable_row parses the source
+        set_json_loads(parse_exact, cur)
         rows = cur.execute(query, params).fetchall()
     return [r for r in rows if ",".join(str(r[c]) for c in spec.primary_key) not in skip]
 

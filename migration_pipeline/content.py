@@ -20,8 +20,9 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
-from . import changes
+from . import audit, changes
 from .catalog import Catalog, TableSpec
+from .convert import Rejected, converter_for
 from .source import Snapshot
 
 VERSION = "rowmd5-v1"
@@ -85,7 +86,7 @@ def _staged_source(conn, snapshot: Snapshot, catalog: Catalog, spec: TableSpec, 
     columns, _ = plan_columns(snapshot, spec)
     stage = create_stage(conn, spec, columns)
     with Spool(columns) as spool:
-        stage_rows(conn, snapshot.stream(spec.name, columns), spec, columns, stage, spool, None)
+        stage_rows(conn, lambda: snapshot.stream(spec.name, columns), spec, columns, stage, spool, None)
     if run_id and len(spec.primary_key) == 1 and spec.primary_key[0] in columns:
         conn.execute(
             sql.SQL(
@@ -157,8 +158,8 @@ _UNLOADABLE = object()
 
 def _json_text(value: object) -> object:
     """A source JSON value as the text the load stored (see convert.convert_json), or _UNLOADABLE
-    for values whose row the load must have quarantined (BLOBs, invalid UTF-8, non-finite numbers)."""
-    if value is None or type(value) is str:
+    for values whose row the load must have quarantined (BLOBs, invalid UTF-8, NUL, non-finite numbers)."""
+    if value is None or (type(value) is str and "\x00" not in value):
         return value
     if type(value) is int:
         return str(value)
@@ -196,12 +197,20 @@ def json_fidelity(
         # Created inside this rolled-back transaction, it never outlives the check.
         source = sql.Identifier("migration_audit", f"_json_source_{os.getpid()}")
         conn.execute(sql.SQL("CREATE UNLOGGED TABLE {} (k text, {})").format(source, sql.SQL(source_columns)))
+        # the rows the load quarantined are left out by rowid: a key can be shared with a loaded row
+        quarantined = audit.rejected_rowids(conn, spec.name, run_id)
+        key_of = converter_for(spec.column(pk).kind, spec.column(pk).max_length)
         with conn.cursor() as cur, cur.copy(sql.SQL("COPY {} FROM STDIN").format(source)) as copy:
             for batch in snapshot.stream(spec.name, [pk, *json_columns]):
                 for row in batch:
                     texts = [_json_text(v) for v in row[2:]]
-                    if _UNLOADABLE not in texts:  # otherwise quarantined by the load: not in the target
-                        copy.write_row([str(row[1]), *texts])
+                    if row[0] in quarantined or _UNLOADABLE in texts:
+                        continue  # not in the target
+                    try:
+                        key = key_of(row[1])  # the key as the target holds it
+                    except Rejected:
+                        continue
+                    copy.write_row([str(key), *texts])
         conn.execute(sql.SQL("ANALYZE {}").format(source))  # row count for the planner: a parallel join
         value_ok = [
             sql.SQL("t.{c} IS NOT DISTINCT FROM s.s{i}::jsonb").format(c=sql.Identifier(c), i=sql.SQL(str(i)))

@@ -10,15 +10,15 @@ Fails: :class:`Rejected` with a reason a person understands. Nothing is guessed,
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from functools import cache
 
 import orjson
+
+from . import json_rules
 
 Converter = Callable[[object], object]
 
@@ -27,13 +27,18 @@ INT4_MIN, INT4_MAX = -(2**31), 2**31 - 1
 EPOCH_MS_THRESHOLD = 100_000_000_000
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
+# re.ASCII: digits are 0-9 only, not every script's (int("٣") would be 3)
 _ISO = re.compile(
     r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}"
     r"(?P<frac>\.\d+)?"
-    r"(?P<tz>Z|[+-]\d{2}:?\d{2})?"
+    r"(?P<tz>Z|[+-]\d{2}:?\d{2})?",
+    re.ASCII,
 )
-_TWITTER = re.compile(r"(Mon|Tue|Wed|Thu|Fri|Sat|Sun) [A-Z][a-z]{2} \d{2} \d{2}:\d{2}:\d{2} [+-]\d{4} \d{4}")
-_INTEGER_TEXT = re.compile(r"[+-]?\d+")
+_TWITTER = re.compile(
+    r"(Mon|Tue|Wed|Thu|Fri|Sat|Sun) [A-Z][a-z]{2} \d{2} \d{2}:\d{2}:\d{2} [+-]\d{4} \d{4}", re.ASCII
+)
+# an integer's text: more than 10 significant digits are out of range anyway (and int() of over 4,300 raises)
+_INTEGER_TEXT = re.compile(r"(?P<sign>[+-]?)0*(?P<digits>\d{1,10})", re.ASCII)
 _ACCEPTED_TIMESTAMPS = (
     "accepted: 'YYYY-MM-DD HH:MM:SS[.fff]' (UTC), ISO 8601 with T/Z/±HH:MM, Unix epoch seconds or "
     "milliseconds, Twitter's 'Tue Mar 05 17:21:09 +0000 2024'"
@@ -95,6 +100,17 @@ def _from_epoch(value: float) -> datetime:
         ) from None
 
 
+def _in_utc(parsed: datetime, text: str) -> datetime:
+    """The moment in UTC: PostgreSQL takes UTC offsets up to 15:59 only, and a moment outside years
+    1-9999 in UTC could be stored but never read back by Python (the checks, psycopg)."""
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        raise Rejected(
+            f"timestamp {show(text)} is outside years 1-9999 in UTC", "invalid timestamp"
+        ) from None
+
+
 def _from_text(text: str) -> datetime:
     match = _ISO.fullmatch(text)
     if match:
@@ -112,7 +128,7 @@ def _from_text(text: str) -> datetime:
             raise Rejected(
                 f"timestamp {show(text)} is not a valid date or time", "invalid timestamp"
             ) from None
-        return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+        return _in_utc(parsed, text) if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
     if _TWITTER.fullmatch(text):
         try:
             parsed = datetime.strptime(text, "%a %b %d %H:%M:%S %z %Y")
@@ -122,7 +138,7 @@ def _from_text(text: str) -> datetime:
             ) from None
         if parsed.strftime("%a") != text[:3]:
             raise Rejected(f"timestamp {show(text)}: weekday does not match the date", "invalid timestamp")
-        return parsed
+        return _in_utc(parsed, text)
     raise Rejected(
         f"timestamp {show(text)} is in no accepted format ({_ACCEPTED_TIMESTAMPS})", "invalid timestamp"
     )
@@ -143,55 +159,31 @@ def convert_timestamp(value: object) -> datetime | None:
 # --- JSON -------------------------------------------------------------------------------------
 
 
-def _reject_nan(token: str) -> object:
-    raise ValueError(f"{token} is not valid JSON")
+# Deepest JSON nesting loaded (json_rules.py says why)
+MAX_JSON_DEPTH = json_rules.MAX_DEPTH
+# How the checks parse JSON to compare it: numbers as exact decimals (json_rules.parse_exact)
+json_exact = json_rules.parse_exact
 
 
-# Deepest JSON nesting loaded: PostgreSQL stores deeper, but Python (psycopg's jsonb loader, the checks'
-# re-parse, the rollback export) recurses once per level and must never fail on a loaded value.
-MAX_JSON_DEPTH = 512
+def _invalid_json(detail: str, value: str) -> Rejected:
+    return Rejected(f"invalid JSON ({detail}): {show(value)}", "invalid JSON")
 
 
-def json_depth(obj: object) -> int:
-    """How deeply a parsed JSON value nests arrays and objects (a scalar is 0; iterative: any depth)."""
-    deepest, pending = 0, [(obj, 1)]
-    while pending:
-        item, depth = pending.pop()
-        if isinstance(item, list | dict):
-            deepest = max(deepest, depth)
-            pending.extend(
-                (child, depth + 1) for child in (item.values() if isinstance(item, dict) else item)
-            )
-    return deepest
-
-
-def json_exact(text: str) -> object:
-    """Parse JSON text for comparison: numbers as exact decimals (``Decimal``/``int``), as jsonb keeps
-    them, so that ``1.7976931348623157e+308`` equals the 309 digits PostgreSQL prints for it."""
-    return json.loads(text, parse_float=Decimal)
-
-
-def _has_nul(obj: object) -> bool:
-    """Whether a parsed JSON value holds NUL in any string or key (iterative: any depth)."""
-    pending = [obj]
-    while pending:
-        item = pending.pop()
-        if isinstance(item, str):
-            if "\x00" in item:
-                return True
-        elif isinstance(item, list):
-            pending.extend(item)
-        elif isinstance(item, dict):
-            if any("\x00" in k for k in item):
-                return True
-            pending.extend(item.values())
+def _lone_surrogate(parsed: object) -> bool:
+    for text in json_rules.walk_strings(parsed):
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            return True
     return False
 
 
 def convert_json(value: object) -> str | None:
     """JSON text -> the same text for a jsonb column, after a strict parse (RFC 8259: no NaN, no
     single quotes, no Python reprs). SQL NULL stays NULL; the text ``null`` is a JSON null. A number
-    stored by SQLite's JSON affinity (``JSON.stringify(5)``) is the JSON number it was."""
+    stored by SQLite's JSON affinity (``JSON.stringify(5)``) is the JSON number it was. Beyond the RFC,
+    what jsonb cannot store or the checks cannot read back is refused (json_rules.py): ``\\u0000``, lone
+    surrogates, nesting deeper than json_rules.MAX_DEPTH, numbers outside numeric's range."""
     if value is None:
         return None
     if isinstance(value, bool):  # pragma: no cover - sqlite3 never returns bool
@@ -204,30 +196,28 @@ def convert_json(value: object) -> str | None:
         return repr(value)
     if not isinstance(value, str):
         raise _not_text(value)
+    depth = json_rules.too_deep(value)
+    if depth is not None:
+        raise Rejected(
+            f"JSON nested deeper than {MAX_JSON_DEPTH} levels ({depth} levels deep): {show(value)}",
+            "JSON nested too deep",
+        )
     try:
         parsed = orjson.loads(value)
     except orjson.JSONDecodeError as err:
-        if "depth limit" in str(err):
-            raise Rejected(
-                f"JSON nested deeper than {MAX_JSON_DEPTH} levels: {show(value)}", "JSON nested too deep"
-            ) from None
-        # orjson refuses some valid JSON (integers beyond 64 bits); the standard library decides.
+        # orjson refuses some valid JSON (numbers beyond 64-bit doubles); the exact parser decides, and
+        # the numbers must then fit numeric. (Numbers orjson reads are finite doubles, which numeric
+        # holds, but for the odd 0e-99999: PostgreSQL refuses those rows itself, see load.stage_rows.)
+        detail = err.args[0].split(":")[0]
         try:
-            parsed = json.loads(value, parse_constant=_reject_nan)
-            json.dumps(parsed, ensure_ascii=False).encode("utf-8")  # lone surrogates: jsonb refuses them
-        except RecursionError:
-            raise Rejected(
-                f"JSON too deeply nested for Python's parser to check: {show(value)}", "JSON nested too deep"
-            ) from None
-        except (ValueError, UnicodeEncodeError):
-            raise Rejected(
-                f"invalid JSON ({err.args[0].split(':')[0]}): {show(value)}", "invalid JSON"
-            ) from None
-    if len(value) > 2 * MAX_JSON_DEPTH and json_depth(parsed) > MAX_JSON_DEPTH:  # shorter text cannot be
-        raise Rejected(
-            f"JSON nested deeper than {MAX_JSON_DEPTH} levels: {show(value)}", "JSON nested too deep"
-        )
-    if "\\u0000" in value and _has_nul(parsed):
+            parsed = json_rules.parse_exact(value)
+        except (ValueError, RecursionError):
+            raise _invalid_json(detail, value) from None
+        if _lone_surrogate(parsed):  # jsonb refuses them (orjson does too)
+            raise _invalid_json(detail, value) from None
+        if (problem := json_rules.number_problem(value)) is not None:
+            raise Rejected(f"{problem}: {show(value)}", "JSON number out of range") from None
+    if "\\u0000" in value and any("\x00" in text for text in json_rules.walk_strings(parsed)):
         raise Rejected(
             f"JSON contains \\u0000, which PostgreSQL jsonb cannot store: {show(value)}", "invalid JSON"
         )
@@ -260,9 +250,14 @@ def convert_integer(value: object) -> int | None:
             raise Rejected(f"integer column holds the non-integral number {show(value)}", "invalid integer")
         value = int(value)
     elif isinstance(value, str) and not isinstance(value, InvalidText):
-        if not _INTEGER_TEXT.fullmatch(value):
+        match = _INTEGER_TEXT.fullmatch(value)
+        if match is None:
+            if re.fullmatch(r"[+-]?[0-9]+", value):
+                raise Rejected(
+                    f"integer {show(value)} is outside PostgreSQL's integer range", "invalid integer"
+                )
             raise Rejected(f"integer column holds the text {show(value)}", "invalid integer")
-        value = int(value)
+        value = int(match["sign"] + match["digits"])
     if not isinstance(value, int):
         raise _not_text(value)
     if not INT4_MIN <= value <= INT4_MAX:

@@ -480,7 +480,8 @@ def _apply_table(
             _copy_rows(conn, sql.SQL("COPY {} ({}) FROM STDIN").format(affected_table, pk), keys)
             _copy_rows(conn, sql.SQL("COPY _touched FROM STDIN"), state.touched_rowids(spec.name))
             stage = quarantine.create_stage(conn, spec, columns)
-            stage_rows(conn, state.candidate_batches(spec.name, columns), spec, columns, stage, spool, None)
+            batches = lambda: state.candidate_batches(spec.name, columns)  # noqa: E731
+            stage_rows(conn, batches, spec, columns, stage, spool, None)
             quarantine.constraint_rejections(
                 conn, catalog, spec, columns, stage, spool, state, lambda row: _source_key(spec, columns, row)
             )

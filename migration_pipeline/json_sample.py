@@ -16,15 +16,16 @@ from decimal import Decimal
 import psycopg
 from psycopg import sql
 
-from . import changes
+from . import audit, changes
 from .catalog import TableSpec
-from .convert import json_exact
+from .json_rules import parse_exact as _parse
 from .source import Snapshot, quote
 
 
 def same_json(a: object, b: object) -> bool:
-    """JSON equality that tells types apart (Python's True == 1 would not); iterative, so a value nested
-    as deep as the load admits (convert.MAX_JSON_DEPTH) compares without exhausting Python's stack."""
+    """JSON equality that tells types apart (Python's True == 1 would not); numbers (exact decimals,
+    see json_rules.parse_exact) compare by value, so 1E2 equals the 100 jsonb writes for it; iterative,
+    so a value nested as deep as the load admits compares without exhausting Python's stack."""
     pending = [(a, b)]
     while pending:
         a, b = pending.pop()
@@ -50,8 +51,15 @@ def same_json(a: object, b: object) -> bool:
 
 
 def compare_sample(
-    conn: psycopg.Connection, snapshot: Snapshot, spec: TableSpec, json_columns: list[str], size: int = 2_000
+    conn: psycopg.Connection,
+    snapshot: Snapshot,
+    spec: TableSpec,
+    json_columns: list[str],
+    size: int = 2_000,
+    run_id: str | None = None,
 ) -> dict:
+    """Compare the jsonb of the first ``size`` rows by key with the source JSON of the rows the load of
+    ``run_id`` did not quarantine (a quarantined row may share its key with the loaded one)."""
     pk = spec.primary_key[0]
     cols = sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(c)) for c in json_columns)
     rows = conn.execute(
@@ -66,20 +74,23 @@ def compare_sample(
         (size,),
     ).fetchall()
     stored = {r[0]: r[1:] for r in rows}
-    select = f"SELECT {quote(pk)}, {', '.join(map(quote, json_columns))} FROM {quote(spec.name)}"
+    select = f"SELECT rowid, {quote(pk)}, {', '.join(map(quote, json_columns))} FROM {quote(spec.name)}"
+    quarantined = audit.rejected_rowids(conn, spec.name, run_id)
     as_source = int if spec.column(pk).kind == "integer" else str  # so SQLite can use its key index
     differing = []
     keys = list(stored)
     for start in range(0, len(keys), 500):
         chunk = keys[start : start + 500]
         where = f" WHERE {quote(pk)} IN ({','.join('?' * len(chunk))})"
-        for key, *source in snapshot.query(select + where, [as_source(k) for k in chunk]):
+        for rowid, key, *source in snapshot.query(select + where, [as_source(k) for k in chunk]):
             key = str(key)
-            if key not in stored:
+            if key not in stored or rowid in quarantined:
                 continue
             for name, src, pg in zip(json_columns, source, stored[key], strict=True):
-                src_value = None if src is None else json_exact(src) if isinstance(src, str) else src
-                pg_value = None if pg is None else json_exact(pg)
+                src_value = (
+                    None if src is None else _parse(src) if isinstance(src, str) else Decimal(repr(src))
+                )
+                pg_value = None if pg is None else _parse(pg)
                 if not same_json(src_value, pg_value):
                     differing.append({"key": key, "column": name})
     return {"sampled_rows": len(stored), "differing": differing[:10], "differing_count": len(differing)}

@@ -17,6 +17,8 @@ Fails: :class:`LoadError` for a source that cannot be mapped onto the schema (ex
 
 from __future__ import annotations
 
+import re
+from array import array
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -28,7 +30,7 @@ from psycopg import sql
 from . import audit, changes, content, guard, phase, quarantine
 from .audit import Rejection
 from .catalog import Catalog, TableSpec
-from .convert import Rejected, converter_for
+from .convert import Rejected, converter_for, show
 from .provenance import code_version
 from .source import Snapshot
 from .target import apply_schema, privileges
@@ -68,16 +70,22 @@ class LoadResult:
 
 
 def _source_key(spec: TableSpec, columns: tuple[str, ...], row: tuple) -> str:
-    """The row's primary key as text; its rowid where the key is no usable text: NULL, not among the
-    source columns, a BLOB or invalid UTF-8, or text holding NUL (which no PostgreSQL text can hold;
-    ``raw_row`` keeps the original bytes)."""
-    values = []
+    """The row's primary key as text, as PostgreSQL holds (or would hold) it; its rowid (``rowid:N``) where
+    the key is no usable key: NULL, not among the source columns, or a value no key column can hold (a
+    BLOB, invalid UTF-8, text holding NUL, which no PostgreSQL text can hold, text beyond the column's
+    length, which rejected_rows' key index could not hold either); ``raw_row`` keeps the original."""
+    parts = []
     for name in spec.primary_key:
         value = row[1 + columns.index(name)] if name in columns else None
-        if value is None or isinstance(value, bytes) or (isinstance(value, str) and "\x00" in value):
+        column = spec.column(name)
+        try:
+            key = None if value is None else converter_for(column.kind, column.max_length)(value)
+        except Rejected:
+            key = None
+        if key is None:
             return f"rowid:{row[0]}"
-        values.append(value)
-    return ",".join(str(v) for v in values)
+        parts.append(str(key))
+    return ",".join(parts)
 
 
 def plan_columns(snapshot: Snapshot, spec: TableSpec) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -97,17 +105,44 @@ def plan_columns(snapshot: Snapshot, spec: TableSpec) -> tuple[tuple[str, ...], 
     return tuple(c for c in spec.column_names if c in present), tuple(c.name for c in missing)
 
 
+# A value PostgreSQL refuses that no rule here foresaw costs its row: the COPY is redone without it, up to
+# this many times per table (each time a pass over the table), then the load fails with the server's error.
+MAX_REFUSED = 10
+_COPY_LINE = re.compile(r"COPY [^,]+, line (\d+)(?:, column ([^:]+))?")
+
+
 def stage_rows(
     conn: psycopg.Connection,
-    batches: Iterable[list[tuple]],
+    batches: Callable[[], Iterable[list[tuple]]],
     spec: TableSpec,
     columns: tuple[str, ...],
     stage: sql.Identifier,
     spool: quarantine.Spool,
     progress: ProgressCallback | None,
 ) -> int:
-    """Convert every source row (``batches`` of ``(rowid, *values)``, e.g. ``Snapshot.stream``) and COPY the
-    good ones into the staging table; returns source rows."""
+    """Convert every source row (``batches()`` gives batches of ``(rowid, *values)``, e.g.
+    ``Snapshot.stream``) and COPY the good ones into the staging table; returns source rows. A row whose
+    value PostgreSQL still refuses (a data error naming its COPY line) is quarantined with the server's
+    reason and the COPY redone from a savepoint without it (see :data:`MAX_REFUSED`)."""
+    refused: dict[int, tuple[str | None, str]] = {}
+    while True:
+        mark, written = spool.checkpoint(), array("q")
+        try:
+            with conn.transaction():  # a savepoint: a refused COPY leaves the caller's transaction usable
+                return _copy_rows(conn, batches(), spec, columns, stage, spool, progress, refused, written)
+        except (
+            psycopg.DataError,
+            psycopg.errors.ProgramLimitExceeded,
+            psycopg.errors.StatementTooComplex,
+        ) as err:
+            found = _COPY_LINE.search(err.diag.context or "")
+            if found is None or len(refused) >= MAX_REFUSED:
+                raise
+            refused[written[int(found[1]) - 1]] = (found[2], err.diag.message_primary or str(err))
+            spool.rollback(mark)
+
+
+def _copy_rows(conn, batches, spec, columns, stage, spool, progress, refused, written) -> int:
     converters = [converter_for(spec.column(c).kind, spec.column(c).max_length) for c in columns]
     not_null = [spec.column(c).not_null for c in columns]
     targets = list(zip(columns, converters, not_null, strict=True))
@@ -120,6 +155,9 @@ def stage_rows(
             for row in batch:
                 out = [row[0]]
                 try:
+                    if row[0] in refused:
+                        name, message = refused[row[0]]
+                        raise Rejected(f"PostgreSQL refused the value: {message}", "refused by PostgreSQL")
                     for (name, convert, required), value in zip(targets, row[1:], strict=True):  # noqa: B007
                         converted = convert(value)
                         if converted is None and required:
@@ -128,8 +166,13 @@ def stage_rows(
                 except Rejected as err:
                     key = _source_key(spec, columns, row)
                     spool.add(Rejection(row[0], key, name, err.reason, f"{name}: {err.kind}"), row[1:])
+                except Exception as err:  # a converter's bug must cost one row, never the table
+                    key = _source_key(spec, columns, row)
+                    reason = f"no rule could convert {show(value)} ({type(err).__name__}: {str(err)[:200]})"
+                    spool.add(Rejection(row[0], key, name, reason, f"{name}: unexpected error"), row[1:])
                 else:
                     copy.write_row(out)
+                    written.append(row[0])
             source_rows += len(batch)
             if progress is not None:
                 progress(source_rows)
@@ -174,7 +217,7 @@ def _load(conn, snapshot, catalog, spec, columns, result: LoadResult, progress, 
         changes.remove(conn, table)
         stage = quarantine.create_stage(conn, spec, columns)
         if result.source_present:
-            batches = snapshot.stream(spec.name, columns)
+            batches = lambda: snapshot.stream(spec.name, columns)  # noqa: E731 (read again on a redo)
             result.source_rows = stage_rows(conn, batches, spec, columns, stage, spool, progress)
         quarantine.constraint_rejections(
             conn, catalog, spec, columns, stage, spool, snapshot, lambda row: _source_key(spec, columns, row)
@@ -221,7 +264,8 @@ def _finish(conn: psycopg.Connection, spec: TableSpec, run_id: str) -> None:
 def set_sequences(conn: psycopg.Connection, spec: TableSpec, run_id: str) -> None:
     """Each SERIAL column's sequence hands out ids past the highest in the table and among the rows
     ``run_id`` quarantined: a new row of the app never takes the id of a quarantined one, which a
-    rollback or a fixed re-load would bring back."""
+    rollback or a fixed re-load would bring back. Ids below 1 (a sequence starts at 1) or beyond the
+    integer range (no row can hold them) leave the sequence where it would be without them."""
     table = sql.Identifier(spec.name)
     for column in spec.serial_columns:
         col = sql.Identifier(column)

@@ -134,7 +134,9 @@ def _jsonb_fidelity(conn, catalog, table, snapshot_path) -> Outcome:
     with Snapshot(snapshot_path) as snap:
         found = content.json_fidelity(conn, snap, spec, load.get("run_id"))
         if found["columns"] and len(spec.primary_key) == 1:
-            found["python_parse_sample"] = json_sample.compare_sample(conn, snap, spec, found["columns"])
+            found["python_parse_sample"] = json_sample.compare_sample(
+                conn, snap, spec, found["columns"], run_id=load.get("run_id")
+            )
     problems = [
         f"{m['key']}.{m['column']}: " + ("value differs" if m["value_differs"] else "jsonb_typeof differs")
         for m in found["mismatches"]

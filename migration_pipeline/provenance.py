@@ -34,6 +34,8 @@ _VERSIONED = (
     "changes.py",
     "content.py",
     "phase.py",
+    "json_rules.py",
+    "index_limits.py",
 )
 
 

@@ -20,6 +20,7 @@ import orjson
 import psycopg
 from psycopg import sql
 
+from . import index_limits
 from .audit import Rejection, raw_row_json
 from .catalog import Catalog, TableSpec
 from .source import Snapshot
@@ -51,6 +52,15 @@ class Spool:
         self.kinds[rejection.kind] += 1
         record = (rejection.rowid, rejection.source_key, rejection.column, rejection.reason, rejection.kind)
         self._file.write(orjson.dumps(record) + b"\t" + raw_row_json(self.columns, values).encode() + b"\n")
+
+    def checkpoint(self) -> tuple[int, Counter[str]]:
+        return self._file.tell(), self.kinds.copy()
+
+    def rollback(self, mark: tuple[int, Counter[str]]) -> None:
+        """Forget the rows added since ``checkpoint()`` returned ``mark``."""
+        self._file.seek(mark[0])
+        self._file.truncate()
+        self.kinds = mark[1].copy()
 
     def drain(self) -> Iterator[tuple[Rejection, str]]:
         self._file.seek(0)
@@ -180,9 +190,11 @@ def constraint_rejections(
     snapshot: Snapshot,
     source_key: Callable[[tuple], str],
 ) -> None:
-    """Quarantine staged rows breaking CHECK, FOREIGN KEY or UNIQUE constraints, in that order (a row
-    kept for a key is one that loads), and add them to ``spool`` with their original values."""
+    """Quarantine staged rows an index cannot hold or breaking CHECK, FOREIGN KEY or UNIQUE constraints,
+    in that order (a row kept for a key is one that loads), and add them to ``spool`` with their
+    original values."""
     if columns:
+        index_limits.reject_unindexable(conn, spec, columns, stage, REJECTS)  # as if it failed conversion
         _reject_checks(conn, spec, columns, stage)
         _reject_orphans(conn, catalog, spec, columns, stage)
         _reject_duplicates(conn, spec, columns, stage)

@@ -255,7 +255,8 @@ def _quarantined(conn: psycopg.Connection, spec: TableSpec, audited: bool) -> li
 
 def _rowid(source_key: str | None) -> int:
     """The rowid a source_key names for a row without a usable key (``rowid:N``), else 0."""
-    return int(source_key[6:]) if source_key and source_key.startswith("rowid:") else 0
+    is_rowid = source_key and source_key.startswith("rowid:") and source_key[6:].isdigit()
+    return int(source_key[6:]) if is_rowid else 0  # a text key may itself read 'rowid:x'
 
 
 def _restore(db: sqlite3.Connection, spec: TableSpec, present: list[str], rows, result: TableExport) -> None:

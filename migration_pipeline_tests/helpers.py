@@ -11,7 +11,7 @@ from psycopg.types.json import set_json_loads
 
 from migration_pipeline import behaviour, proof
 from migration_pipeline.behaviour import comparable_row as converted  # noqa: F401 (used by tests)
-from migration_pipeline.convert import json_exact
+from migration_pipeline.json_rules import parse_exact
 from migration_pipeline.load import load_all
 from migration_pipeline.source import Snapshot, take_snapshot
 
@@ -38,9 +38,10 @@ def source_rows(path: Path, table: str) -> list[tuple]:
 
 
 def target_rows(conn, spec, columns) -> dict[tuple, dict]:
+    """The table's rows by key, jsonb parsed exactly as ``converted`` parses the source's JSON."""
     cols = sql.SQL(", ").join(map(sql.Identifier, columns))
     with conn.cursor() as cur:
-        set_json_loads(json_exact, cur)  # numbers as exact decimals, as `converted` parses the source
+        set_json_loads(parse_exact, cur)
         rows = cur.execute(sql.SQL("SELECT {} FROM {}").format(cols, sql.Identifier(spec.name))).fetchall()
     pk_idx = [columns.index(c) for c in spec.primary_key]
     return {tuple(r[i] for i in pk_idx): dict(zip(columns, r, strict=True)) for r in rows}

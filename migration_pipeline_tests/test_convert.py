@@ -16,6 +16,7 @@ from migration_pipeline.convert import (
     convert_integer,
     convert_json,
     convert_timestamp,
+    converter_for,
     decode_text,
     text_converter,
 )
@@ -202,3 +203,135 @@ def test_decode_text_keeps_invalid_bytes():
     assert decode_text("ok ü".encode()) == "ok ü"
     bad = decode_text(b"\xff\xfeuser")
     assert isinstance(bad, InvalidText) and bytes(bad) == b"\xff\xfeuser"
+
+
+# --- regressions: values that escaped a converter or failed a whole table (issue 12, the fuzzing) ---------
+
+
+def reason(convert, value) -> str:
+    with pytest.raises(Rejected) as caught:
+        convert(value)
+    return caught.value.reason
+
+
+@pytest.mark.parametrize("depth", [1, 511, 512])
+def test_json_nested_up_to_the_limit_is_accepted(depth):
+    assert convert_json("[" * depth + "]" * depth) == "[" * depth + "]" * depth
+    deep_object = '{"a":' * depth + "1" + "}" * depth
+    assert convert_json(deep_object) == deep_object
+
+
+@pytest.mark.parametrize("depth", [513, 1_025, 2_000, 100_000])
+def test_json_nested_too_deep_is_rejected_not_a_recursion_error(depth):
+    """orjson stops at 1,024 levels and Python's json then recursed until RecursionError, which failed
+    the whole tweets load; the rule is now 512 levels (json_rules.py says why)."""
+    assert reason(convert_json, "[" * depth + "]" * depth).startswith(
+        f"JSON nested deeper than 512 levels ({depth} levels deep)"
+    )
+    assert "nested" in reason(convert_json, '{"a":' * depth + "1" + "}" * depth)
+
+
+def test_json_brackets_inside_strings_are_not_nesting():
+    text = json.dumps({"s": "[" * 5_000, "t": '\\"{' * 3_000})
+    assert convert_json(text) == text
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["1e400", "[1e23, -0, 1E2]", "1e131071", "-9.9e131071", "1e-16383", "0.5e-16382", "0e131072", "1" * 5_000,
+     "0." + "1" * 16_383, '{"e-mail": 1e-5}'],
+)  # fmt: skip
+def test_json_numbers_numeric_holds_are_accepted(text):
+    assert convert_json(text) == text
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("1e131072", "more than the 131072 digits before the decimal point"),
+        ("[1, 10e131071]", "more than the 131072 digits before the decimal point"),
+        ("1" * 131_073, "more than the 131072 digits before the decimal point"),
+        ("[1e400, 1e-16384]", "more than the 16383 digits after the decimal point"),
+        ("[1e400, 1.5e-16383]", "more than the 16383 digits after the decimal point"),
+        ("[1e400, 0." + "1" * 16_384 + "]", "more than the 16383 digits after the decimal point"),
+        ("1e99999999999999999999999", "exponent beyond PostgreSQL's numeric range"),
+        ("[1e400, 0e1073741824]", "exponent beyond PostgreSQL's numeric range"),
+    ],
+)
+def test_json_numbers_beyond_numeric_are_rejected(text, expected):
+    """They passed the strict parse, then failed the COPY of the whole table ("value overflows numeric
+    format"). Numbers orjson reads (0e-16384) are left to PostgreSQL (test_hostile_rows); that these
+    limits are PostgreSQL's is tested against the server there too."""
+    assert expected in reason(convert_json, text)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("2024-03-05T17:21:09+23:59", datetime(2024, 3, 4, 17, 22, 9, tzinfo=UTC)),
+        ("2024-03-05T17:21:09-2359", datetime(2024, 3, 6, 17, 20, 9, tzinfo=UTC)),
+        ("Tue Mar 05 17:21:09 +2359 2024", datetime(2024, 3, 4, 17, 22, 9, tzinfo=UTC)),
+        ("9999-12-31T23:59:59+01:00", datetime(9999, 12, 31, 22, 59, 59, tzinfo=UTC)),
+    ],
+)
+def test_timestamps_come_out_in_utc(value, expected):
+    """PostgreSQL takes UTC offsets up to 15:59: an offset of +23:59 failed the COPY of the whole table."""
+    result = convert_timestamp(value)
+    assert result == expected and result.utcoffset() == timedelta(0)
+
+
+@pytest.mark.parametrize(
+    "value", ["9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00+01:00", "Mon Jan 01 00:30:00 +0100 0001"]
+)
+def test_timestamps_outside_years_1_to_9999_in_utc_are_rejected(value):
+    """PostgreSQL stores them, but nothing in Python (psycopg, the checks) could read them back."""
+    assert "outside years 1-9999 in UTC" in reason(convert_timestamp, value)
+
+
+@pytest.mark.parametrize("value", ["٢٠٢٤-٠٣-٠٥ ١٧:٢١:٠٩", "２０２４-03-05 17:21:09"])
+def test_timestamps_digits_are_ascii(value):
+    assert "no accepted format" in reason(convert_timestamp, value)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("1" * 5_000, "outside PostgreSQL's integer range"),
+        ("٣", "holds the text"),
+        ("-" + "9" * 11, "outside"),
+    ],
+)
+def test_integer_text_rejections(value, expected):
+    """A 5,000-digit integer text made int() raise ValueError (Python's 4,300-digit limit) out of the
+    converter; '٣' (Arabic-Indic three) was loaded as 3."""
+    assert expected in reason(convert_integer, value)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [("0" * 5_000 + "7", 7), ("-0", 0), ("+2147483647", 2**31 - 1)]
+)
+def test_integer_text_accepted(value, expected):
+    assert convert_integer(value) == expected
+
+
+SQLITE_VALUES = st.one_of(
+    st.none(),
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    st.floats(),
+    st.text(),
+    st.binary(),
+    st.binary().map(InvalidText),
+    st.sampled_from(
+        ["[" * 3_000, "1" * 5_000, "1e999999", "9999-12-31T23:59:59-23:59", "[" * 600 + "]" * 600]
+    ),
+)
+
+
+@given(st.sampled_from(["text", "timestamptz", "jsonb", "boolean", "integer"]), SQLITE_VALUES)
+def test_a_converter_returns_or_rejects_nothing_else(kind, value):
+    """Whatever SQLite hands over, a converter returns a value or raises Rejected: any other exception
+    would fail the whole table (the load quarantines it as "unexpected error", a bug all the same)."""
+    try:
+        converter_for(kind, 255)(value)
+    except Rejected as err:
+        assert err.reason and err.kind
