@@ -45,7 +45,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from migration_pipeline import audit, changes, content, loadgen, local_postgres, phase
+from migration_pipeline import audit, changes, checksums, loadgen, local_postgres, phase
 from migration_pipeline.catalog import load_catalog
 from migration_pipeline.load import load_all
 from migration_pipeline.sample_data import generate
@@ -274,7 +274,7 @@ def main() -> int:
                     conn, phase.SWITCHED, by="bench", note="changelog_bench: the load generator is the app"
                 )
                 columns = {
-                    name: content.Checksum.parse(audit.latest_load(conn, name)["checksum"]).columns
+                    name: checksums.Checksum.parse(audit.latest_load(conn, name)["checksum"]).columns
                     for name in catalog.names
                 }
                 conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")

@@ -35,7 +35,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from migration_pipeline import content, cutover, local_postgres
+from migration_pipeline import checksums, cutover, local_postgres
 from migration_pipeline.app_writer import TWEET_KINDS, write
 from migration_pipeline.catalog import load_catalog
 from migration_pipeline.load import load_all
@@ -150,7 +150,7 @@ def main() -> int:
                     " ORDER BY finished_at DESC LIMIT 1",
                     (table,),
                 ).fetchone()[0]
-                real = content.table_checksum(conn, table, content.Checksum.parse(carried).columns)
+                real = checksums.table_checksum(conn, table, checksums.Checksum.parse(carried).columns)
                 assert str(real) == carried, (table, carried, str(real))
         median = statistics.median(freezes)
         print(

@@ -49,7 +49,7 @@ def _function(table: str) -> sql.Identifier:
 
 
 def row_hash(columns: Sequence[str], alias: str) -> sql.Composable:
-    """The 64-bit hash of a row's text over ``columns`` (the unit of content.Checksum; rendered under
+    """The 64-bit hash of a row's text over ``columns`` (the unit of checksums.Checksum; rendered under
     fixed TimeZone/DateStyle by its callers). Zero when no column is covered."""
     if not columns:
         return sql.SQL("0")

@@ -1,21 +1,16 @@
-"""Content parity: order-independent checksums of a table's rows, and where two sides differ.
+"""Content parity beyond the checksum: where two sides differ, and every JSON value against its source.
 
-In:  a relation (the load's staging table, holding the converted source rows that were loaded, or the
-     target table) and the columns to cover.
-Out: :func:`checksum` -> ``rowmd5-v1;rows=N;sum=S;columns=a,b`` (the sum of the first 64 bits of the
-     md5 of each row's text, so row order does not matter and a duplicated row does not cancel out);
-     :func:`content_diff` names the first keys and columns where the target differs from a snapshot;
-     :func:`json_fidelity` compares every stored jsonb value with the source JSON text.
-Fails: psycopg errors propagate. Row text is rendered with fixed TimeZone/DateStyle so the same values
-     always hash the same way.
+In:  the target, a source snapshot and a table spec (the checksum itself is checksums.py's).
+Out: :func:`content_diff` names the first keys and columns where the target differs from a snapshot
+     (staged again with the load's own conversion, stage.py); :func:`json_fidelity` compares every stored
+     jsonb value with the source JSON text.
+Fails: psycopg errors propagate.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
-from dataclasses import dataclass
 
 import psycopg
 from psycopg import sql
@@ -23,66 +18,14 @@ from psycopg import sql
 from . import audit, changes
 from .catalog import Catalog, TableSpec
 from .convert import Rejected, converter_for
+from .quarantine import Spool, create_stage
 from .source import Snapshot
-
-VERSION = "rowmd5-v1"
-ALL_ROWS = sql.SQL("true")
-
-
-@dataclass(frozen=True)
-class Checksum:
-    rows: int
-    total: int
-    columns: tuple[str, ...]
-
-    def __str__(self) -> str:
-        return f"{VERSION};rows={self.rows};sum={self.total};columns={','.join(self.columns)}"
-
-    @classmethod
-    def parse(cls, text: str) -> Checksum:
-        parts = dict(p.split("=", 1) for p in text.split(";")[1:])
-        if not text.startswith(VERSION + ";"):
-            raise ValueError(f"unknown checksum format {text[:40]!r}")
-        return cls(int(parts["rows"]), int(parts["sum"]), tuple(c for c in parts["columns"].split(",") if c))
-
-
-def _fixed_rendering(conn: psycopg.Connection) -> None:
-    conn.execute("SET LOCAL TimeZone = 'UTC'")
-    conn.execute("SET LOCAL DateStyle = 'ISO, YMD'")
-    conn.execute("SET LOCAL IntervalStyle = 'postgres'")
-
-
-def checksum(
-    conn: psycopg.Connection,
-    relation: sql.Composable,
-    columns: Sequence[str],
-    where: sql.Composable = ALL_ROWS,
-) -> Checksum:
-    """The checksum of ``relation``'s rows meeting ``where`` (on alias ``t``) over ``columns`` (call
-    inside a transaction)."""
-    _fixed_rendering(conn)
-    if not columns:
-        counted = sql.SQL("SELECT count(*) FROM {} t WHERE {}").format(relation, where)
-        rows = conn.execute(counted).fetchone()[0]
-        return Checksum(rows, 0, ())
-    rows, total = conn.execute(
-        sql.SQL("SELECT count(*), coalesce(sum({}), 0) FROM {} t WHERE {}").format(
-            changes.row_hash(columns, "t"), relation, where
-        )
-    ).fetchone()
-    return Checksum(rows, int(total), tuple(columns))
-
-
-def table_checksum(conn: psycopg.Connection, table: str, columns: Sequence[str]) -> Checksum:
-    with conn.transaction():
-        return checksum(conn, sql.Identifier(table), columns)
+from .stage import plan_columns, stage_rows
 
 
 def _staged_source(conn, snapshot: Snapshot, catalog: Catalog, spec: TableSpec, run_id: str | None):
-    """Stage the snapshot's converted rows (as a load would) minus the rows that load quarantined."""
-    from .load import plan_columns, stage_rows  # the very conversion the load used
-    from .quarantine import Spool, create_stage
-
+    """Stage the snapshot's converted rows (as a load would, with its very conversion) minus the rows that
+    load quarantined."""
     columns, _ = plan_columns(snapshot, spec)
     stage = create_stage(conn, spec, columns)
     with Spool(columns) as spool:

@@ -34,12 +34,13 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from . import audit, changes, content, phase, quarantine
+from . import audit, changes, checksums, phase, quarantine
 from .catalog import Catalog, TableSpec
+from .code_version import code_version
 from .convert import Rejected, converter_for, decode_text
-from .load import LoadResult, _source_key, set_sequences, stage_rows
-from .provenance import code_version
+from .load import LoadResult, set_sequences
 from .source import Snapshot, file_sha256, quote, read_consistently, record_origin, snapshot_lock
+from .stage import source_key, stage_rows
 from .target import apply_schema
 
 MODE = "delta"
@@ -453,7 +454,7 @@ def _apply_table(
     result.started_at = datetime.now(UTC)
     columns = state.tables.get(spec.name, ())
     pk = _pk(spec)
-    before = content.Checksum.parse(previous["checksum"]) if previous["checksum"] else None
+    before = checksums.Checksum.parse(previous["checksum"]) if previous["checksum"] else None
     if before is None or before.columns != tuple(columns):
         raise DeltaError(f"{spec.name}: its last load covered other columns: run a full migration")
     carried: dict[str, int] = {}
@@ -483,12 +484,12 @@ def _apply_table(
             batches = lambda: state.candidate_batches(spec.name, columns)  # noqa: E731
             stage_rows(conn, batches, spec, columns, stage, spool, None)
             quarantine.constraint_rejections(
-                conn, catalog, spec, columns, stage, spool, state, lambda row: _source_key(spec, columns, row)
+                conn, catalog, spec, columns, stage, spool, state, lambda row: source_key(spec, columns, row)
             )
             for temp in (stage, affected_table):  # statistics, so joins with the big table use its keys
                 conn.execute(sql.SQL("ANALYZE {}").format(temp))
             affected = sql.SQL("({pk}) IN (SELECT {pk} FROM {a})").format(pk=pk, a=affected_table)
-            old_rows = content.checksum(conn, t, columns, affected)  # the rows about to change
+            old_rows = checksums.checksum(conn, t, columns, affected)  # the rows about to change
             doomed = sql.SQL("SELECT {pk} FROM {a} a WHERE ({pk}) NOT IN (SELECT {pk} FROM {s})").format(
                 pk=pk, a=affected_table, s=stage
             )
@@ -524,11 +525,11 @@ def _apply_table(
             ).rowcount
             # afterwards the rows with those keys are exactly the staged ones (the load's checksum is also
             # taken on its stage: the same row text)
-            new_rows = content.checksum(conn, stage, columns)
+            new_rows = checksums.checksum(conn, stage, columns)
             conn.execute(sql.SQL("DROP TABLE {}, _rejects").format(stage))
             rows = before.rows - old_rows.rows - removed[spec.name] + new_rows.rows
             total = before.total - old_rows.total - hashes[spec.name] + new_rows.total
-            result.checksum = str(content.Checksum(rows, total, tuple(columns)))
+            result.checksum = str(checksums.Checksum(rows, total, tuple(columns)))
         else:  # nothing changed in the table or its parents: its content and verdicts stand
             result.checksum = previous["checksum"]
         result.source_rows = state.count(spec.name) if columns else 0
@@ -548,7 +549,7 @@ def _apply_table(
             f"{delta.deleted} deleted, {removed[spec.name]} removed under a parent, {sum(carried.values())} "
             f"verdicts carried); rolled back (run a full migration)"
         )
-    if content.Checksum.parse(result.checksum).rows != result.loaded_rows:
+    if checksums.Checksum.parse(result.checksum).rows != result.loaded_rows:
         raise DeltaError(f"{spec.name}: the carried checksum does not match the table; rolled back")
     set_sequences(conn, spec, run_id)
     result.finished_at = datetime.now(UTC)
@@ -651,7 +652,7 @@ def _sync_locked(conn, catalog: Catalog, source: Path, baseline: Path, run_id: s
     try:
         with conn.transaction():
             changes.suppress_for_load(conn)
-            content._fixed_rendering(conn)
+            checksums.fixed_rendering(conn)
             # the sync touches few rows of big tables: key lookups, not scans (the data is cached)
             conn.execute("SET LOCAL random_page_cost = 1.1")
             for spec in catalog.tables:  # writers wait; readers go on

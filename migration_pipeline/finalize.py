@@ -18,7 +18,7 @@ from __future__ import annotations
 import psycopg
 from psycopg import sql
 
-from . import audit, changes, content, phase, proof
+from . import audit, changes, checksums, phase, proof
 from .catalog import Catalog
 
 CONTENT_CHECKS = {"rows_conserved", "content_parity"}
@@ -37,8 +37,8 @@ def _record_baselines(conn: psycopg.Connection, catalog: Catalog, run_id: str, w
         base = audit.proof_baseline(conn, name)
         if not base or not base.get("checksum"):
             raise phase.PhaseError(f"{name} was never loaded: there is no proof to carry on")
-        columns = content.Checksum.parse(base["checksum"]).columns
-        now = content.checksum(conn, sql.Identifier(name), columns)
+        columns = checksums.Checksum.parse(base["checksum"]).columns
+        now = checksums.checksum(conn, sql.Identifier(name), columns)
         conn.execute(
             "INSERT INTO migration_audit.proof_baselines (run_id, table_name, rows, checksum, why)"
             " VALUES (%s, %s, %s, %s, %s)",
@@ -93,7 +93,7 @@ def resume(
         )
         for name in catalog.names:
             spec = catalog.table(name)
-            changes.install(conn, spec, content.Checksum.parse(recorded[name]).columns)
+            changes.install(conn, spec, checksums.Checksum.parse(recorded[name]).columns)
         conn.execute("DELETE FROM migration_audit.row_changes")
         phase.declare(
             conn,

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import psycopg
 
-from . import audit, changes, conformance, content, json_sample, phase, verify
+from . import audit, changes, checksums, conformance, content, json_sample, phase, verify
 from .catalog import Catalog
 from .source import Snapshot
 
@@ -84,16 +84,16 @@ def _content_parity(conn, catalog, table, snapshot_path) -> Outcome:
     base = audit.proof_baseline(conn, table)
     if not base or not base.get("checksum"):
         return Outcome("content_parity", False, {}, (f"no checksum recorded for a load of {table}",))
-    loaded = content.Checksum.parse(base["checksum"])
+    loaded = checksums.Checksum.parse(base["checksum"])
     app = changes.summary(conn, table)  # what the app changed since, from the change log
     now = phase.current(conn)
     unexplained = changes.explain(table, changes.unexplained(conn, table), now)
-    expected = content.Checksum(
+    expected = checksums.Checksum(
         loaded.rows + app.added - app.removed,
         loaded.total + app.added_hash - app.removed_hash,
         loaded.columns,
     )
-    actual = content.table_checksum(conn, table, expected.columns)
+    actual = checksums.table_checksum(conn, table, expected.columns)
     metadata = {
         "run_id": base["run_id"],
         "baseline": base["why"],

@@ -2,9 +2,8 @@
 
 In:  a connection to the target (its ``migration_audit.table_loads``, ``rejected_rows`` and
      ``row_changes``) and the catalog.
-Out: :func:`code_version` (the version of the code and DDL that decide what lands in a table, recorded
-     with every load and shown on the Dagster assets); :func:`table_history` (a table's loads, newest
-     first, each with its rejections counted by kind); :func:`render` (a Markdown answer for every table,
+Out: :func:`table_history` (a table's loads, newest first, each with its rejections counted by kind and
+     the code version that loaded it, code_version.py); :func:`render` (a Markdown answer for every table,
      with the SQL that lists the rows behind each number). ``python -m migration_pipeline.provenance``
      prints it (``--table``, ``--out``).
 Fails: psycopg errors propagate; a table never loaded is reported as such, not as an error.
@@ -13,40 +12,14 @@ Fails: psycopg errors propagate; a table never loaded is reported as such, not a
 from __future__ import annotations
 
 import argparse
-import hashlib
 import sys
-from functools import cache
 from pathlib import Path
 
 import psycopg
 from psycopg.rows import dict_row
 
-from .catalog import SCHEMA_DIR, Catalog, load_catalog
-
-_PACKAGE = Path(__file__).resolve().parent
-# The code that decides what lands in a table: a change to any of it, or to the DDL, is a new version.
-_VERSIONED = (
-    "convert.py",
-    "load.py",
-    "quarantine.py",
-    "source.py",
-    "catalog.py",
-    "changes.py",
-    "content.py",
-    "phase.py",
-    "json_rules.py",
-    "index_limits.py",
-)
-
-
-@cache
-def code_version() -> str:
-    digest = hashlib.sha256()
-    for name in _VERSIONED:
-        digest.update((_PACKAGE / name).read_bytes())
-    for ddl in sorted(SCHEMA_DIR.glob("*.sql")):
-        digest.update(ddl.read_bytes())
-    return digest.hexdigest()[:16]
+from .catalog import Catalog, load_catalog
+from .code_version import code_version
 
 
 def table_history(conn: psycopg.Connection, table: str, limit: int = 10) -> list[dict]:

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from psycopg import sql
 
-from migration_pipeline import audit, content, rollback
+from migration_pipeline import audit, checksums, rollback
 from migration_pipeline.catalog import load_catalog
 from migration_pipeline.convert import convert_json, convert_timestamp
 from migration_pipeline.rollback import ExportError, compact_json, export_sqlite, format_timestamp
@@ -73,8 +73,8 @@ def assert_same_content(a, b, catalog, *, quarantined: dict[str, int]) -> None:
     for spec in catalog.tables:
         load_b = audit.latest_load(b, spec.name)
         assert fingerprint(b, spec.name) == fingerprint(a, spec.name), spec.name
-        columns = content.Checksum.parse(load_b["checksum"]).columns
-        assert load_b["checksum"] == str(content.table_checksum(a, spec.name, columns)), spec.name
+        columns = checksums.Checksum.parse(load_b["checksum"]).columns
+        assert load_b["checksum"] == str(checksums.table_checksum(a, spec.name, columns)), spec.name
         assert load_b["rejected_rows"] == quarantined.get(spec.name, 0), spec.name
 
 

@@ -15,10 +15,11 @@ from dagster import (
 )
 
 from ..catalog import TableSpec, load_catalog
+from ..code_version import code_version
 from ..guard import preflight
 from ..load import LoadResult, load_table
 from ..phase import PhaseError
-from ..provenance import code_version, load_sql, quarantine_sql
+from ..provenance import load_sql, quarantine_sql
 from ..sample_data import generate
 from ..source import Snapshot, take_snapshot
 from .lineage import column_lineage, lineage_markdown, table_schema

@@ -4,7 +4,7 @@ from pathlib import Path
 
 from dagster import AssetExecutionContext, AssetKey, MaterializeResult, MetadataValue, asset
 
-from .. import phase, provenance, report
+from .. import code_version, phase, provenance, report
 from ..audit import latest_load
 from ..catalog import load_catalog
 from ..local_postgres import state_dir
@@ -80,7 +80,7 @@ def provenance_report(context: AssetExecutionContext, migration: MigrationResour
         else None
         for name, load in latest.items()
     }
-    stale = [n for n, load in latest.items() if load and load["code_version"] != provenance.code_version()]
+    stale = [n for n, load in latest.items() if load and load["code_version"] != code_version.code_version()]
     if stale:
         context.log.warning(f"loaded by another code version than the current one: {', '.join(stale)}")
     return MaterializeResult(
