@@ -43,8 +43,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from migration_pipeline.instance import instance_env
-from migration_pipeline.sample_data import APP_DDL, QUEUE_DDL
+from migration_pipeline.connect.instance import instance_env
+from migration_pipeline.samples.sample_data import APP_DDL, QUEUE_DDL
 
 try:
     from playwright.sync_api import expect, sync_playwright

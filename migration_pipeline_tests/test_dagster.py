@@ -129,7 +129,7 @@ def test_alert_job_fails_visibly_with_the_numbers():
 
 
 def test_sync_cutover_and_rollback_jobs(database, sample_db, catalog, tmp_path):
-    from migration_pipeline.app_writer import write
+    from migration_pipeline.samples.app_writer import write
 
     source = tmp_path / "app.db"
     source.write_bytes(sample_db.read_bytes())
@@ -150,8 +150,8 @@ def test_sync_cutover_and_rollback_jobs(database, sample_db, catalog, tmp_path):
                       "wait_for_freeze": {"config": {"writes_stopped": True}}}}  # fmt: skip
     cut = defs.resolve_job_def("cutover").execute_in_process(instance=instance, run_config=config)
     assert cut.success
-    from migration_pipeline.settings import Settings
-    from migration_pipeline.target import connect
+    from migration_pipeline.connect.settings import Settings
+    from migration_pipeline.connect.target import connect
 
     with connect(Settings(source, database)) as conn:
         state, verified = conn.execute(
@@ -172,8 +172,8 @@ def test_sync_cutover_and_rollback_jobs(database, sample_db, catalog, tmp_path):
 
 
 def test_phase_jobs_record_the_switch_finalize_and_withdrawal(database, sample_db, catalog, settings):
-    from migration_pipeline import changes, phase
-    from migration_pipeline.target import connect
+    from migration_pipeline.connect.target import connect
+    from migration_pipeline.move import changes, phase
 
     defs = _defs(database, sample_db)
     instance = DagsterInstance.ephemeral()

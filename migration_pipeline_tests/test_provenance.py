@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from migration_pipeline import provenance
-from migration_pipeline.source import file_sha256
-from migration_pipeline.target import apply_schema
+from migration_pipeline.connect.target import apply_schema
+from migration_pipeline.move.source import file_sha256
+from migration_pipeline.prove import provenance
 
 from .helpers import migrate, sqlite_exec
 

@@ -16,13 +16,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from psycopg import sql
 
-from migration_pipeline import audit, checksums, rollback
 from migration_pipeline.catalog import load_catalog
-from migration_pipeline.convert import convert_json, convert_timestamp
-from migration_pipeline.rollback import ExportError, compact_json, export_sqlite, format_timestamp
-from migration_pipeline.sample_data import APP_DDL, QUEUE_DDL
-from migration_pipeline.source import file_sha256
-from migration_pipeline.target import apply_schema
+from migration_pipeline.connect.target import apply_schema
+from migration_pipeline.move import audit, checksums
+from migration_pipeline.move.convert import convert_json, convert_timestamp
+from migration_pipeline.move.source import file_sha256
+from migration_pipeline.samples.sample_data import APP_DDL, QUEUE_DDL
+from migration_pipeline.switch import rollback
+from migration_pipeline.switch.rollback import ExportError, compact_json, export_sqlite, format_timestamp
 
 from .helpers import fingerprint, migrate
 

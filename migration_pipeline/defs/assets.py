@@ -15,13 +15,13 @@ from dagster import (
 )
 
 from ..catalog import TableSpec, load_catalog
-from ..code_version import code_version
-from ..guard import preflight
-from ..load import LoadResult, load_table
-from ..phase import PhaseError
-from ..provenance import load_sql, quarantine_sql
-from ..sample_data import generate
-from ..source import Snapshot, take_snapshot
+from ..move.code_version import code_version
+from ..move.guard import preflight
+from ..move.load import LoadResult, load_table
+from ..move.phase import PhaseError
+from ..move.source import Snapshot, take_snapshot
+from ..prove.provenance import load_sql, quarantine_sql
+from ..samples.sample_data import generate
 from .lineage import column_lineage, lineage_markdown, table_schema
 from .resources import MigrationResource
 
@@ -156,7 +156,7 @@ def _metadata(spec: TableSpec, result: LoadResult) -> dict:
         "snapshot_sha256": result.origin.get("snapshot_sha256"),
         "table_load_sql": MetadataValue.md(f"```sql\n{load_sql(result.run_id, spec.name)}\n```"),
         "quarantine_sql": MetadataValue.md(f"```sql\n{quarantine_sql(result.run_id, spec.name)}\n```"),
-        "provenance": "python -m migration_pipeline.provenance --table " + spec.name,
+        "provenance": "python -m migration_pipeline.prove.provenance --table " + spec.name,
     }
 
 

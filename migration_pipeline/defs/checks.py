@@ -10,8 +10,8 @@ from dagster import (
     multi_asset_check,
 )
 
-from .. import behaviour, proof
 from ..catalog import TableSpec, load_catalog
+from ..prove import behaviour, proof
 from .assets import target_key
 from .resources import MigrationResource
 

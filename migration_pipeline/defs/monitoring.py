@@ -20,7 +20,7 @@ from dagster import (
     sensor,
 )
 
-from .. import monitor
+from ..watch import monitor
 from .resources import MigrationResource
 
 HEALTH_KEY = AssetKey(["monitoring", "postgres_health"])

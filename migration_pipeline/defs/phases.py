@@ -18,9 +18,10 @@ from dagster import (
     op,
 )
 
-from .. import changes, finalize, phase
 from ..catalog import load_catalog
-from ..settings import read_environment
+from ..connect.settings import read_environment
+from ..move import changes, phase
+from ..switch import finalize
 from .resources import MigrationResource
 
 PHASE_KEY = AssetKey(["audit", "phase"])

@@ -4,10 +4,11 @@ from pathlib import Path
 
 from dagster import AssetExecutionContext, AssetKey, MaterializeResult, MetadataValue, asset
 
-from .. import code_version, phase, provenance, report
-from ..audit import latest_load
 from ..catalog import load_catalog
-from ..local_postgres import state_dir
+from ..connect.local_postgres import state_dir
+from ..move import code_version, phase
+from ..move.audit import latest_load
+from ..prove import provenance, report
 from .assets import target_key
 from .resources import MigrationResource
 
@@ -27,7 +28,7 @@ def _write_report(kind: str, run_id: str, text: str) -> Path:
     kinds={"markdown"},
     description=(
         "A Markdown report of every check of every table with the numbers it compared, for a change "
-        "ticket (also: python -m migration_pipeline.report --out FILE)."
+        "ticket (also: python -m migration_pipeline.prove.report --out FILE)."
     ),
 )
 def verification_report(context: AssetExecutionContext, migration: MigrationResource) -> MaterializeResult:
@@ -62,7 +63,7 @@ def verification_report(context: AssetExecutionContext, migration: MigrationReso
     description=(
         "For every table: where its rows came from (the app's file and the snapshot's sha256), when (run, "
         "start and end), with which code version, what was quarantined by reason with the SQL to list those "
-        "rows, and its earlier loads (also: python -m migration_pipeline.provenance [--table T])."
+        "rows, and its earlier loads (also: python -m migration_pipeline.prove.provenance [--table T])."
     ),
 )
 def provenance_report(context: AssetExecutionContext, migration: MigrationResource) -> MaterializeResult:

@@ -11,10 +11,10 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import ConnectionPool
 from pydantic import Field, PrivateAttr
 
-from ..guard import ShrinkPolicy
-from ..settings import Settings, load_settings
-from ..source import default_snapshot_path
-from ..target import open_pool
+from ..connect.settings import Settings, load_settings
+from ..connect.target import open_pool
+from ..move.guard import ShrinkPolicy
+from ..move.source import default_snapshot_path
 
 
 class MigrationResource(ConfigurableResource):

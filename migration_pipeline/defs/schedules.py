@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 from dagster import DefaultScheduleStatus, ScheduleDefinition
 
-from ..settings import read_environment
+from ..connect.settings import read_environment
 from .jobs import reverify_job
 
 DEFAULT_CRON = "0 3 * * *"

@@ -16,9 +16,9 @@ from dagster import (
     op,
 )
 
-from .. import cutover, delta, rollback
 from ..catalog import load_catalog
-from ..local_postgres import state_dir
+from ..connect.local_postgres import state_dir
+from ..switch import cutover, delta, rollback
 from .assets import target_key
 from .resources import MigrationResource
 
