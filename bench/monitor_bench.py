@@ -26,8 +26,8 @@ from migration_pipeline.catalog import load_catalog
 from migration_pipeline.connect import local_postgres
 from migration_pipeline.connect.settings import Settings
 from migration_pipeline.connect.target import connect, conninfo
-from migration_pipeline.defs.monitoring import postgres_monitor
-from migration_pipeline.defs.resources import MigrationResource
+from migration_pipeline.defs.connect import MigrationResource
+from migration_pipeline.defs.watch import postgres_monitor
 from migration_pipeline.move.load import load_all
 from migration_pipeline.move.source import Snapshot, default_snapshot_path, take_snapshot
 from migration_pipeline.samples.sample_data import generate

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dagster import DagsterInstance, DefaultScheduleStatus, build_schedule_context
 
 from migration_pipeline import definitions
-from migration_pipeline.defs.resources import MigrationResource
-from migration_pipeline.defs.schedules import reverify_schedule
+from migration_pipeline.defs.connect import MigrationResource
+from migration_pipeline.defs.prove import reverify_schedule
 
 
 def _defs(database, source):
@@ -89,7 +89,7 @@ def test_schedule_defaults_and_configuration():
 def test_monitor_sensor_skips_when_quiet_and_alerts_once(database, sample_db, monkeypatch):
     from dagster import SensorResult, build_sensor_context
 
-    from migration_pipeline.defs.monitoring import postgres_monitor
+    from migration_pipeline.defs.watch import postgres_monitor
 
     resources = {"migration": MigrationResource(sqlite_path=str(sample_db), pg_database=database)}
     instance = DagsterInstance.ephemeral()
@@ -113,7 +113,7 @@ def test_monitor_sensor_skips_when_quiet_and_alerts_once(database, sample_db, mo
 
 
 def test_alert_job_fails_visibly_with_the_numbers():
-    from migration_pipeline.defs.monitoring import postgres_alert
+    from migration_pipeline.defs.watch import postgres_alert
 
     result = postgres_alert.execute_in_process(
         run_config={"ops": {"raise_alert": {"config": {

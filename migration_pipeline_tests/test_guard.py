@@ -235,8 +235,8 @@ def test_the_migrate_assets_refuse_and_take_the_run_configs_confirmation(
     stays); the ``allow_shrink`` run config of the ``migration`` resource confirms the shrink."""
     from dagster import DagsterInstance, materialize
 
-    from migration_pipeline.defs.assets import source_snapshot, table_asset
-    from migration_pipeline.defs.resources import MigrationResource
+    from migration_pipeline.defs.connect import MigrationResource
+    from migration_pipeline.defs.move import source_snapshot, table_asset
 
     source = one_percent_of_tweets(sample_db, tmp_path / "one-percent.db")
     resource = MigrationResource(sqlite_path=str(source), pg_database=database)

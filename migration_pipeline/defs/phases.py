@@ -22,7 +22,7 @@ from ..catalog import load_catalog
 from ..connect.settings import read_environment
 from ..move import changes, phase
 from ..switch import finalize
-from .resources import MigrationResource
+from .connect import MigrationResource
 
 PHASE_KEY = AssetKey(["audit", "phase"])
 

@@ -9,8 +9,8 @@ from ..connect.local_postgres import state_dir
 from ..move import code_version, phase
 from ..move.audit import latest_load
 from ..prove import provenance, report
-from .assets import target_key
-from .resources import MigrationResource
+from .connect import MigrationResource
+from .move import target_key
 
 
 def _write_report(kind: str, run_id: str, text: str) -> Path:

@@ -19,8 +19,8 @@ from dagster import (
 from ..catalog import load_catalog
 from ..connect.local_postgres import state_dir
 from ..switch import cutover, delta, rollback
-from .assets import target_key
-from .resources import MigrationResource
+from .connect import MigrationResource
+from .move import target_key
 
 
 def _record(context: OpExecutionContext, result: delta.SyncResult) -> None:

@@ -1,4 +1,5 @@
-"""Dagster resources: where the source is and which PostgreSQL is the target (thin wiring over settings)."""
+"""Connect, wired: the Dagster resource saying where the source is and which PostgreSQL is the target (thin
+wiring over connect/settings.py and connect/target.py)."""
 
 from collections.abc import Iterator
 from contextlib import contextmanager

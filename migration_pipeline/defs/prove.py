@@ -1,4 +1,10 @@
-"""Asset checks: multi-checks per table (one step each) built from proof.CHECKS and behaviour.CHECKS."""
+"""Prove, wired: the asset checks (multi-checks per table, one step each, built from proof.CHECKS and
+behaviour.CHECKS), the checks-only ``reverify`` job and its ``reverify_daily`` schedule.
+
+REVERIFY_CRON (default ``0 3 * * *``, UTC) sets when; REVERIFY_SCHEDULE=off starts it stopped.
+Both are read like the other settings (environment, then .env.migration)."""
+
+from collections.abc import Mapping
 
 from dagster import (
     AssetCheckExecutionContext,
@@ -6,14 +12,21 @@ from dagster import (
     AssetChecksDefinition,
     AssetCheckSeverity,
     AssetCheckSpec,
+    AssetSelection,
+    DefaultScheduleStatus,
     MetadataValue,
+    ScheduleDefinition,
+    define_asset_job,
     multi_asset_check,
 )
 
 from ..catalog import TableSpec, load_catalog
+from ..connect.settings import read_environment
 from ..prove import behaviour, proof
-from .assets import target_key
-from .resources import MigrationResource
+from .connect import MigrationResource
+from .move import target_key
+
+DEFAULT_CRON = "0 3 * * *"
 
 
 def _metadata(outcome: proof.Outcome) -> dict:
@@ -92,3 +105,23 @@ def target_checks() -> list[AssetChecksDefinition]:
     for check in behaviour.CHECKS:
         by_table[check.table] = (*by_table.get(check.table, ()), check)
     return [*per_table, *(app_checks(table, checks) for table, checks in by_table.items())]
+
+
+reverify_job = define_asset_job(
+    "reverify",
+    selection=AssetSelection.all_asset_checks(),
+    description="Run the checks of every migrated table; moves no data. Fails when a blocking check fails.",
+)
+
+
+def reverify_schedule(env: Mapping[str, str] | None = None) -> ScheduleDefinition:
+    env = read_environment() if env is None else env
+    stopped = env.get("REVERIFY_SCHEDULE", "").lower() in ("off", "false", "0", "stopped")
+    return ScheduleDefinition(
+        name="reverify_daily",
+        job=reverify_job,
+        cron_schedule=env.get("REVERIFY_CRON") or DEFAULT_CRON,
+        execution_timezone="UTC",
+        default_status=DefaultScheduleStatus.STOPPED if stopped else DefaultScheduleStatus.RUNNING,
+        description="Re-runs every table's checks (no data moved); a failed blocking check fails the run.",
+    )

@@ -1,4 +1,4 @@
-"""Monitoring wiring: the postgres_monitor sensor, its observed asset, and the alert job it launches."""
+"""Watch, wired: the postgres_monitor sensor, its observed asset, and the alert job it launches."""
 
 import os
 
@@ -21,7 +21,7 @@ from dagster import (
 )
 
 from ..watch import monitor
-from .resources import MigrationResource
+from .connect import MigrationResource
 
 HEALTH_KEY = AssetKey(["monitoring", "postgres_health"])
 

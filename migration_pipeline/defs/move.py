@@ -1,4 +1,5 @@
-"""Assets: a consistent snapshot of the SQLite source, then one PostgreSQL table asset per table spec."""
+"""Move, wired: the assets (a consistent snapshot of the SQLite source, then one PostgreSQL table asset per
+table spec) and the ``migrate`` job that materializes everything, checks included."""
 
 import time
 
@@ -7,11 +8,13 @@ from dagster import (
     AssetKey,
     AssetObservation,
     AssetsDefinition,
+    AssetSelection,
     AssetSpec,
     Failure,
     MaterializeResult,
     MetadataValue,
     asset,
+    define_asset_job,
 )
 
 from ..catalog import TableSpec, load_catalog
@@ -22,8 +25,8 @@ from ..move.phase import PhaseError
 from ..move.source import Snapshot, take_snapshot
 from ..prove.provenance import load_sql, quarantine_sql
 from ..samples.sample_data import generate
+from .connect import MigrationResource
 from .lineage import column_lineage, lineage_markdown, table_schema
-from .resources import MigrationResource
 
 SNAPSHOT_KEY = AssetKey(["sqlite", "snapshot"])
 
@@ -221,3 +224,10 @@ def table_asset(spec: TableSpec) -> AssetsDefinition:
 
 def target_assets() -> list[AssetsDefinition]:
     return [table_asset(spec) for spec in load_catalog().tables]
+
+
+migrate_job = define_asset_job(
+    "migrate",
+    selection=AssetSelection.all(),
+    description="Snapshot the SQLite source, then load every table in foreign-key order, with its checks.",
+)
