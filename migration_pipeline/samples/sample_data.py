@@ -21,38 +21,7 @@ from pathlib import Path
 
 import orjson
 
-APP_DDL = """
-CREATE TABLE users (id TEXT PRIMARY KEY, username TEXT, profile_data JSON, profile_picture_url TEXT,
-    last_scraped DATETIME, created_at DATETIME DEFAULT CURRENT_TIMESTAMP);
-CREATE TABLE tweets (id TEXT PRIMARY KEY, user_id TEXT, text TEXT, created_at DATETIME, url TEXT,
-    is_reply BOOLEAN, metadata JSON, created_in_db DATETIME DEFAULT CURRENT_TIMESTAMP,
-    FOREIGN KEY (user_id) REFERENCES users(id));
-CREATE TABLE personality_analysis (id TEXT PRIMARY KEY, user_id TEXT, traits JSON, interests JSON,
-    communication_style JSON, analyzed_at DATETIME DEFAULT CURRENT_TIMESTAMP,
-    FOREIGN KEY (user_id) REFERENCES users(id));
-CREATE TABLE funnel_progress (user_id TEXT PRIMARY KEY, current_command_index INTEGER DEFAULT 0,
-    completed_commands JSON DEFAULT '[]', command_responses JSON DEFAULT '{}',
-    last_updated DATETIME DEFAULT CURRENT_TIMESTAMP, FOREIGN KEY (user_id) REFERENCES users(id));
-CREATE TABLE funnel_completion (user_id TEXT PRIMARY KEY, completed_at DATETIME DEFAULT CURRENT_TIMESTAMP,
-    completion_data JSON DEFAULT '{}', FOREIGN KEY (user_id) REFERENCES users(id));
-CREATE TABLE referral_tracking (id INTEGER PRIMARY KEY AUTOINCREMENT, referral_code TEXT,
-    referrer_user_id TEXT, referred_user_id TEXT, used_at DATETIME DEFAULT CURRENT_TIMESTAMP,
-    FOREIGN KEY (referrer_user_id) REFERENCES users(id), FOREIGN KEY (referred_user_id) REFERENCES users(id));
-CREATE TABLE referral_codes (code TEXT PRIMARY KEY, owner_user_id TEXT, usage_count INTEGER DEFAULT 0,
-    created_at DATETIME DEFAULT CURRENT_TIMESTAMP, FOREIGN KEY (owner_user_id) REFERENCES users(id));
-CREATE TABLE referral_usage_log (id INTEGER PRIMARY KEY AUTOINCREMENT, referral_code TEXT,
-    used_by_user_id TEXT, used_at DATETIME DEFAULT CURRENT_TIMESTAMP,
-    FOREIGN KEY (referral_code) REFERENCES referral_codes(code), FOREIGN KEY (used_by_user_id) REFERENCES users(id));
-"""
-
-QUEUE_DDL = """
-CREATE TABLE analysis_queue (job_id INTEGER PRIMARY KEY AUTOINCREMENT, user_id TEXT, status TEXT DEFAULT 'pending',
-    priority INTEGER DEFAULT 0, total_chunks INTEGER, processed_chunks INTEGER DEFAULT 0,
-    created_at DATETIME DEFAULT CURRENT_TIMESTAMP, started_at DATETIME, completed_at DATETIME, error TEXT);
-CREATE TABLE analysis_chunks (chunk_id INTEGER PRIMARY KEY AUTOINCREMENT, job_id INTEGER, chunk_index INTEGER,
-    tweet_count INTEGER, status TEXT DEFAULT 'pending', started_at DATETIME, completed_at DATETIME,
-    result JSON, error TEXT);
-"""
+from ..catalog import SQLITE_APP_DDL, SQLITE_QUEUE_DDL
 
 WORDS = [
     "the",
@@ -254,7 +223,7 @@ def generate(
     try:
         db.execute("PRAGMA journal_mode = OFF")
         db.execute("PRAGMA synchronous = OFF")
-        db.executescript(APP_DDL + (QUEUE_DDL if with_queue else ""))
+        db.executescript(SQLITE_APP_DDL + (SQLITE_QUEUE_DDL if with_queue else ""))
         with db:
             _fill(db, g, users, tweets, with_queue)
         db.execute(f"PRAGMA journal_mode = {journal_mode}")

@@ -3,8 +3,8 @@
 In:  a connection to the target, the catalog, the path of a new SQLite file and optionally a template (a
      SQLite file shaped like the app's, e.g. the migration's source snapshot), read with mode=ro&immutable=1.
 Out: :func:`export_sqlite` writes every target table, with the rows the app wrote to PostgreSQL after the
-     switch, in the app's habits: the template's CREATE TABLE/INDEX statements (sample_data's app DDL
-     without one), booleans 1/0, jsonb as compact JSON text, timestamps as each column mostly holds them
+     switch, in the app's habits: the template's CREATE TABLE/INDEX statements (the app's DDL of
+     schema/sqlite/ without one), booleans 1/0, jsonb as compact JSON text, timestamps as each column mostly holds them
      in the template ('YYYY-MM-DD HH:MM:SS' UTC, or toISOString's '...T...Z'; sub-second digits always
      kept), rows in primary-key order, then the rows the latest load quarantined, with their original
      values, and sqlite_sequence past every id. One REPEATABLE READ, READ ONLY transaction, streamed in
@@ -38,11 +38,10 @@ import psycopg
 from psycopg import sql
 from psycopg.pq import TransactionStatus
 
-from ..catalog import Catalog, TableSpec, load_catalog
+from ..catalog import SQLITE_APP_DDL, SQLITE_QUEUE_DDL, Catalog, TableSpec, load_catalog
 from ..move import audit
 from ..move.convert import InvalidText, Rejected, convert_json
 from ..move.source import Snapshot, quote
-from ..samples.sample_data import APP_DDL, QUEUE_DDL
 
 BATCH_ROWS = 5_000
 HABIT_SAMPLE = 1_000  # template values looked at per timestamp column
@@ -63,7 +62,7 @@ class ExportError(RuntimeError):
 @dataclass
 class TableExport:
     table: str
-    ddl_from: str  # "template" or "sample_data": where its CREATE TABLE came from
+    ddl_from: str  # where its CREATE TABLE came from: "template", or "sample_data" (schema/sqlite/, as the sample has it)
     rows: int = 0  # rows exported from PostgreSQL
     restored: int = 0  # quarantined rows restored with their original values
     skipped: int = 0  # quarantined rows not restored (their key now belongs to a PostgreSQL row, ...)
@@ -208,7 +207,7 @@ def _ddl(query: Callable[[str], list[tuple]], origin: str) -> dict[str, _TableDD
 
 @cache
 def _script_ddl(script: str) -> dict[str, _TableDDL]:
-    """The DDL of sample_data's script (the app's own CREATE TABLE statements)."""
+    """The DDL of a script of schema/sqlite/ (the app's own CREATE TABLE statements, as sample_data writes them)."""
     db = sqlite3.connect(":memory:")
     try:
         db.executescript(script)
@@ -373,7 +372,7 @@ def export_sqlite(
             raise ExportError(f"{existing} exists; a rollback export never overwrites a file")
     if conn.info.transaction_status != TransactionStatus.IDLE:
         raise ExportError("export_sqlite needs a connection outside any transaction (it opens its own)")
-    app, queue = _script_ddl(APP_DDL), _script_ddl(QUEUE_DDL)
+    app, queue = _script_ddl(SQLITE_APP_DDL), _script_ddl(SQLITE_QUEUE_DDL)
     always, habits = _read_template(Path(template), catalog) if template else (app, {})
     out_path.parent.mkdir(parents=True, exist_ok=True)
     partial = out_path.with_name(f".{out_path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial")
@@ -406,7 +405,7 @@ def export_sqlite(
                         continue
                     ddl = app.get(spec.name) or queue.get(spec.name)
                     if ddl is None:
-                        raise ExportError(f"no SQLite DDL for table {spec.name}: add it to sample_data's")
+                        raise ExportError(f"no SQLite DDL for table {spec.name}: add it to schema/sqlite/")
                 tables[spec.name] = _export_table(conn, db, spec, ddl, habits, quarantined, numbers)
             db.execute("COMMIT")
         db.execute("PRAGMA journal_mode = DELETE")
