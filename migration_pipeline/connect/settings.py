@@ -65,6 +65,26 @@ def read_environment(environ: Mapping[str, str] | None = None, cwd: Path | None 
     return values
 
 
+@dataclass(frozen=True)
+class Schedule:
+    """When a schedule runs (cron, UTC) and whether it starts running."""
+
+    cron: str
+    running: bool
+
+
+REVERIFY_CRON = "0 3 * * *"  # reverify_daily
+COMPACT_CRON = "17 * * * *"  # compact_change_log_hourly
+
+
+def schedule_setting(name: str, default_cron: str, env: Mapping[str, str] | None = None) -> Schedule:
+    """``<name>_CRON`` (default ``default_cron``) and ``<name>_SCHEDULE`` (``off``, ``false``, ``0`` or
+    ``stopped`` start it stopped), read like the other settings (``env``: default the environment)."""
+    env = read_environment() if env is None else env
+    stopped = env.get(f"{name}_SCHEDULE", "").lower() in ("off", "false", "0", "stopped")
+    return Schedule(env.get(f"{name}_CRON") or default_cron, not stopped)
+
+
 def parse_table_list(text: str | None) -> frozenset[str]:
     """``ALLOW_SHRINK``'s value: comma-separated table names, or ``*`` / ``all`` for every table."""
     names = frozenset(n.strip() for n in (text or "").split(",") if n.strip())

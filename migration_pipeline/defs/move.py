@@ -22,9 +22,9 @@ from ..move.code_version import code_version
 from ..move.guard import preflight
 from ..move.load import LoadResult, load_table
 from ..move.phase import PhaseError
-from ..move.source import Snapshot, take_snapshot
+from ..move.source import Snapshot, SourceError, take_snapshot
 from ..prove.provenance import load_sql, quarantine_sql
-from ..samples.sample_data import generate
+from ..samples.default_source import ensure_source
 from .connect import MigrationResource
 from .lineage import column_lineage, lineage_markdown, table_schema
 
@@ -48,7 +48,6 @@ SOURCE_TABLES = [
 ]
 CODE_VERSION = code_version()
 PROGRESS_EVERY_S = 5.0
-SAMPLE_SIZE = {"users": 1_000, "tweets": 20_000}
 
 
 def target_key(table: str) -> AssetKey:
@@ -72,18 +71,10 @@ def target_key(table: str) -> AssetKey:
 )
 def source_snapshot(context: AssetExecutionContext, migration: MigrationResource) -> MaterializeResult:
     settings = migration.settings
-    generated = False
-    if not settings.sqlite_path.exists():
-        if not settings.embedded:
-            raise Failure(
-                f"SQLITE_PATH {settings.sqlite_path} does not exist. A sample database is only generated for "
-                "the embedded PostgreSQL, never for a configured server."
-            )
-        context.log.warning(
-            f"SQLITE_PATH {settings.sqlite_path} does not exist: generating a sample database"
-        )
-        generate(settings.sqlite_path, **SAMPLE_SIZE)
-        generated = True
+    try:
+        generated = ensure_source(settings, log=context.log.warning)
+    except SourceError as err:
+        raise Failure(str(err)) from err
     policy = migration.shrink_policy()
     source = str(settings.sqlite_path.resolve())
     with migration.connection() as conn:  # the target is only read: nothing is loaded before this passes

@@ -21,12 +21,10 @@ from dagster import (
 )
 
 from ..catalog import TableSpec, load_catalog
-from ..connect.settings import read_environment
+from ..connect.settings import REVERIFY_CRON, schedule_setting
 from ..prove import behaviour, proof
 from .connect import MigrationResource
 from .move import target_key
-
-DEFAULT_CRON = "0 3 * * *"
 
 
 def _metadata(outcome: proof.Outcome) -> dict:
@@ -115,13 +113,12 @@ reverify_job = define_asset_job(
 
 
 def reverify_schedule(env: Mapping[str, str] | None = None) -> ScheduleDefinition:
-    env = read_environment() if env is None else env
-    stopped = env.get("REVERIFY_SCHEDULE", "").lower() in ("off", "false", "0", "stopped")
+    when = schedule_setting("REVERIFY", REVERIFY_CRON, env)
     return ScheduleDefinition(
         name="reverify_daily",
         job=reverify_job,
-        cron_schedule=env.get("REVERIFY_CRON") or DEFAULT_CRON,
+        cron_schedule=when.cron,
         execution_timezone="UTC",
-        default_status=DefaultScheduleStatus.STOPPED if stopped else DefaultScheduleStatus.RUNNING,
+        default_status=DefaultScheduleStatus.RUNNING if when.running else DefaultScheduleStatus.STOPPED,
         description="Re-runs every table's checks (no data moved); a failed blocking check fails the run.",
     )

@@ -1,24 +1,13 @@
 """The audit assets (group audit), after every table: the verification report and the provenance of each table."""
 
-from pathlib import Path
-
 from dagster import AssetExecutionContext, AssetKey, MaterializeResult, MetadataValue, asset
 
 from ..catalog import load_catalog
-from ..connect.local_postgres import state_dir
 from ..move import code_version, phase
 from ..move.audit import latest_load
 from ..prove import provenance, report
 from .connect import MigrationResource
 from .move import target_key
-
-
-def _write_report(kind: str, run_id: str, text: str) -> Path:
-    """Keep a report's Markdown under .local/reports/<kind>-<run id>.md; returns its path."""
-    path = state_dir() / "reports" / f"{kind}-{run_id}.md"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    return path
 
 
 @asset(
@@ -39,7 +28,7 @@ def verification_report(context: AssetExecutionContext, migration: MigrationReso
     text = report.render(
         reports, target=migration.settings.describe(), snapshot=str(snapshot), phase=now.describe()
     )
-    path = _write_report("verification", context.run_id, text)
+    path = report.keep("verification", context.run_id, text)
     failed = [r.table for r in reports if r.blocking_failures]
     if failed:
         context.log.error(f"verification failed for {', '.join(failed)}: see {path}")
@@ -71,7 +60,7 @@ def provenance_report(context: AssetExecutionContext, migration: MigrationResour
     with migration.connection() as conn:
         text = provenance.render(conn, catalog)
         latest = {name: latest_load(conn, name) for name in catalog.names}
-    path = _write_report("provenance", context.run_id, text)
+    path = report.keep("provenance", context.run_id, text)
     summary = {
         name: {
             k: str(load[k])

@@ -1,7 +1,5 @@
 """Watch, wired: the postgres_monitor sensor, its observed asset, and the alert job it launches."""
 
-import os
-
 import orjson
 from dagster import (
     AssetKey,
@@ -79,12 +77,13 @@ def _headline(sample: dict) -> dict:
     }
 
 
+SENSOR = monitor.SensorSetting.from_env()  # Dagster needs these when the code location loads
+
+
 @sensor(
     job=postgres_alert,
-    minimum_interval_seconds=int(os.environ.get("MONITOR_INTERVAL_S", "60")),
-    default_status=DefaultSensorStatus.RUNNING
-    if os.environ.get("MONITOR_SENSOR", "").lower() in ("on", "1", "true")
-    else DefaultSensorStatus.STOPPED,
+    minimum_interval_seconds=SENSOR.interval_s,
+    default_status=DefaultSensorStatus.RUNNING if SENSOR.running else DefaultSensorStatus.STOPPED,
     description="Samples PostgreSQL's health, records it, and launches postgres_alert once per incident.",
 )
 def postgres_monitor(context: SensorEvaluationContext, migration: MigrationResource) -> SensorResult:

@@ -3,6 +3,7 @@
 In:  a connection to the target, the catalog and the snapshot the tables were loaded from.
 Out: :func:`build` runs every check of every table (proof.run) and :func:`render` writes them as
      Markdown: a summary table, then each table's checks with the numbers they compared.
+     :func:`keep` stores a report's Markdown under ``.local/reports/``.
      ``python -m migration_pipeline.prove.report [--out FILE]`` does it with the configured settings.
 Fails: psycopg errors propagate; nothing here writes to the database.
 """
@@ -18,6 +19,7 @@ from pathlib import Path
 import psycopg
 
 from ..catalog import Catalog, load_catalog
+from ..connect.local_postgres import state_dir
 from ..move import audit
 from ..move.phase import current as phase_of
 from . import proof
@@ -80,6 +82,15 @@ def render(reports: list[TableReport], *, target: str, snapshot: str | None, pha
                 lines.append(f"  - {problem}")
             lines.append(f"  - numbers: `{_numbers(o.metadata)}`")
     return "\n".join(lines) + "\n"
+
+
+def keep(kind: str, run_id: str, text: str) -> Path:
+    """Keep a report's Markdown (``kind``: verification, provenance) under .local/reports/<kind>-<run id>.md;
+    returns its path."""
+    path = state_dir() / "reports" / f"{kind}-{run_id}.md"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,6 +23,7 @@ from pathlib import Path
 import psycopg
 
 from ..catalog import Catalog
+from ..connect.local_postgres import state_dir
 from ..move import phase
 from ..prove import behaviour, proof
 from . import delta
@@ -97,6 +98,18 @@ def catch_up(
     else:
         log(f"the delta is still above {small_rows:,} rows after {max_rounds} rounds: freezing anyway")
     return rounds
+
+
+def freeze_signal(path: Path | None, run_started: float, log: Log = print) -> Path:
+    """The file whose appearance says the app's writes are stopped (default ``.local/cutover/freeze``). One
+    older than this run (``run_started``, epoch seconds) is left from an earlier cutover: it is removed, so it
+    cannot freeze this one unannounced."""
+    signal = path if path is not None else state_dir() / "cutover" / "freeze"
+    signal.parent.mkdir(parents=True, exist_ok=True)
+    if signal.exists() and signal.stat().st_mtime < run_started:
+        signal.unlink()
+        log(f"removed a freeze signal older than this run: {signal}")
+    return signal
 
 
 def wait_for_freeze(signal: Path | None, *, timeout_s: float, log: Log = print) -> float:

@@ -39,9 +39,11 @@ from psycopg import sql
 from psycopg.pq import TransactionStatus
 
 from ..catalog import SQLITE_APP_DDL, SQLITE_QUEUE_DDL, Catalog, TableSpec, load_catalog
+from ..connect.settings import Settings, load_settings
+from ..connect.target import connect
 from ..move import audit
 from ..move.convert import InvalidText, Rejected, convert_json
-from ..move.source import Snapshot, quote
+from ..move.source import Snapshot, default_snapshot_path, quote
 
 BATCH_ROWS = 5_000
 HABIT_SAMPLE = 1_000  # template values looked at per timestamp column
@@ -428,6 +430,29 @@ def export_sqlite(
     )
 
 
+def check_destination(out_path: Path, settings: Settings) -> None:
+    """Refuse (ExportError) to export onto the app's own SQLite file (SQLITE_PATH)."""
+    if Path(out_path).resolve() == settings.sqlite_path.resolve():
+        raise ExportError(f"{out_path} is the app's own SQLite file (SQLITE_PATH): export to a new path")
+
+
+def export_configured(
+    conn: psycopg.Connection,
+    catalog: Catalog,
+    settings: Settings,
+    out_path: Path,
+    *,
+    template: Path | None = None,
+    include_quarantined: bool = True,
+) -> ExportResult:
+    """:func:`export_sqlite` for the configured source: never onto the app's own file, and with the
+    migration's snapshot (if any) as the template unless another is given."""
+    check_destination(out_path, settings)
+    if template is None and default_snapshot_path(settings).is_file():
+        template = default_snapshot_path(settings)
+    return export_sqlite(conn, catalog, out_path, template=template, include_quarantined=include_quarantined)
+
+
 def summary(result: ExportResult) -> str:
     lines = [
         f"wrote {result.path} in {result.seconds:.1f} s: PostgreSQL as of {result.as_of.isoformat()}, "
@@ -444,10 +469,6 @@ def summary(result: ExportResult) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ..connect.settings import load_settings
-    from ..connect.target import connect
-    from ..move.source import default_snapshot_path
-
     parser = argparse.ArgumentParser(
         description="Export PostgreSQL to a new SQLite file in the app's format."
     )
@@ -458,17 +479,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-quarantined", action="store_true", help="do not restore quarantined rows")
     args = parser.parse_args(argv)
     settings = load_settings()
-    if args.out.resolve() == settings.sqlite_path.resolve():
-        parser.error(f"--out {args.out} is the app's own SQLITE_PATH; export to a new path")
+    try:
+        check_destination(args.out, settings)
+    except ExportError as err:
+        parser.error(f"--out {err}")
     if args.out.exists():
         parser.error(f"--out {args.out} exists; a rollback export never overwrites a file")
-    template = args.template
-    if template is None and default_snapshot_path(settings).is_file():
-        template = default_snapshot_path(settings)
     try:
         with connect(settings) as conn:
-            result = export_sqlite(
-                conn, load_catalog(), args.out, template=template, include_quarantined=not args.no_quarantined
+            result = export_configured(
+                conn,
+                load_catalog(),
+                settings,
+                args.out,
+                template=args.template,
+                include_quarantined=not args.no_quarantined,
             )
     except ExportError as err:
         parser.exit(1, f"rollback export failed: {err}\n")

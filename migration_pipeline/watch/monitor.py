@@ -52,6 +52,21 @@ class Thresholds:
 
 
 @dataclass(frozen=True)
+class SensorSetting:
+    """How often the monitoring sensor ticks and whether it starts running (it is off unless asked for)."""
+
+    interval_s: int = 60
+    running: bool = False
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> SensorSetting:
+        """``MONITOR_INTERVAL_S`` (seconds, default 60) and ``MONITOR_SENSOR`` (``on``, ``1``, ``true``)."""
+        env = os.environ if env is None else env
+        running = env.get("MONITOR_SENSOR", "").lower() in ("on", "1", "true")
+        return cls(int(env.get("MONITOR_INTERVAL_S", "60")), running)
+
+
+@dataclass(frozen=True)
 class Alert:
     kind: str
     subject: str
