@@ -1,4 +1,3 @@
-"""Connect: where the data lives — settings from the environment, the target server (embedded or configured).
-
-May import: the catalog and third-party libraries only; never dagster (the Dagster instance's settings are data).
+"""Connect: where the data lives — settings, the target server (embedded or configured), the Dagster instance's database.
+May import: catalog only (and third-party libraries); never dagster, like every stage but defs/.
 """

@@ -1,4 +1,3 @@
-"""Samples: an app-shaped SQLite database generator and the app writing its file, for runs, tests and benches.
-
-May import: connect, catalog (the app's SQLite DDL lives in schema/sqlite/); nothing from move onwards.
+"""Samples: the app-shaped SQLite generator (the default source of a fresh machine) and the app writing its file.
+May import: prove, move, connect, catalog; not switch or watch. The app's SQLite DDL is schema/sqlite/.
 """
