@@ -1,8 +1,8 @@
 """The change log: what was written to a migrated table after its load, so checks stay exact live.
 
 In:  a table spec and the columns its load checksum covers.
-Out: :func:`install` creates (or replaces) statement-level triggers with transition tables that log
-     every row added or removed (an update is both) into ``migration_audit.row_changes`` with its key,
+Out: :func:`install` creates (or replaces) row-level triggers that log every row added or removed
+     (an update is both; a TRUNCATE removes every row) into ``migration_audit.row_changes`` with its key,
      row hash (rendered with fixed settings so it equals the load checksum's hash), the statement, role,
      ``application_name``, client address and transaction. :func:`reset` empties a table's log (a load is
      the new baseline). While a load runs, ``migration_pipeline.loading`` is on and nothing is logged.
@@ -27,11 +27,13 @@ from ..catalog import TableSpec
 from . import phase
 
 LOADING = "migration_pipeline.loading"
-# statement-level triggers with transition tables: one call per statement, however many rows
+# Row-level triggers: an app writes a row or a few per statement, and a row-level trigger logs each with
+# one small INSERT, while a statement-level one pays for its transition tables on every statement
+# (measured: bench/changelog_bench.py, README). TRUNCATE has no rows to visit, so it logs the whole table.
 TRIGGERS = {
-    "log_changes_insert": "AFTER INSERT ON {t} REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT",
-    "log_changes_update": "AFTER UPDATE ON {t} REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT",
-    "log_changes_delete": "AFTER DELETE ON {t} REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT",
+    "log_changes_insert": "AFTER INSERT ON {t} FOR EACH ROW",
+    "log_changes_update": "AFTER UPDATE ON {t} FOR EACH ROW",
+    "log_changes_delete": "AFTER DELETE ON {t} FOR EACH ROW",
     "log_changes_truncate": "BEFORE TRUNCATE ON {t} FOR EACH STATEMENT",
 }
 
@@ -70,41 +72,43 @@ def _key(spec: TableSpec, alias: str) -> sql.Composable:
 def install(conn: psycopg.Connection, spec: TableSpec, columns: Sequence[str]) -> None:
     """(Re)create the logging function and triggers of ``spec``'s table (inside the load's transaction)."""
     table = sql.Identifier(spec.name)
-    log = (
+    columns_ = sql.SQL(
         "INSERT INTO migration_audit.row_changes"
         " (table_name, op, row_key, row_hash, changed_at, statement, changed_by, application_name, client_addr, txid)"
-        " SELECT {name}, {op}, {key}, {hash}, at, TG_OP, who, app, addr, tx FROM {rows} r"
+    )
+    # when the rows changed (not when their transaction began: see phase.explained), and who changed them
+    context = sql.SQL(
+        "clock_timestamp(), TG_OP, current_user, current_setting('application_name', true), inet_client_addr(),"
+        " txid_current()"
     )
 
-    def logged(op: str, rows: sql.Composable) -> sql.Composable:
-        return sql.SQL(log).format(
-            name=sql.Literal(spec.name),
-            op=sql.Literal(op),
-            key=_key(spec, "r"),
-            hash=row_hash(columns, "r"),
-            rows=rows,
-        )
+    def row(op: str, record: str) -> sql.Composable:  # the OLD or NEW row of a row-level trigger
+        return sql.SQL("{columns_} VALUES ({name}, {op}, {key}, {hash}, {context})").format(
+            columns_=columns_, name=sql.Literal(spec.name), op=sql.Literal(op),
+            key=_key(spec, record), hash=row_hash(columns, record), context=context,
+        )  # fmt: skip
 
     body = sql.SQL(
-        "DECLARE\n"
-        # when the rows changed (not when their transaction began: see phase.explained)
-        "  at timestamptz := clock_timestamp();\n"
-        "  who text := current_user;\n"
-        "  app text := current_setting('application_name', true);\n"
-        "  addr inet := inet_client_addr();\n"
-        "  tx bigint := txid_current();\n"
         "BEGIN\n"
         "  IF current_setting({loading}, true) = 'on' THEN RETURN NULL; END IF;\n"
-        "  IF TG_OP = 'TRUNCATE' THEN {truncated}; RETURN NULL; END IF;\n"
+        "  IF TG_OP = 'TRUNCATE' THEN\n"
+        "    {columns_} SELECT {name}, 'D', {key}, {hash}, {context} FROM {table} r;\n"
+        "    RETURN NULL;\n"
+        "  END IF;\n"
         "  IF TG_OP IN ('UPDATE', 'DELETE') THEN {removed}; END IF;\n"
         "  IF TG_OP IN ('UPDATE', 'INSERT') THEN {added}; END IF;\n"
         "  RETURN NULL;\n"
         "END"
     ).format(
         loading=sql.Literal(LOADING),
-        truncated=logged("D", table),
-        removed=logged("D", sql.Identifier("old_rows")),
-        added=logged("I", sql.Identifier("new_rows")),
+        columns_=columns_,
+        name=sql.Literal(spec.name),
+        key=_key(spec, "r"),
+        hash=row_hash(columns, "r"),
+        context=context,
+        table=table,
+        removed=row("D", "old"),
+        added=row("I", "new"),
     )
     conn.execute(
         sql.SQL(
@@ -113,8 +117,9 @@ def install(conn: psycopg.Connection, spec: TableSpec, columns: Sequence[str]) -
         ).format(fn=_function(spec.name), body=sql.Literal(body.as_string(conn)))
     )
     for name, when in TRIGGERS.items():
+        conn.execute(sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(sql.Identifier(name), table))
         conn.execute(
-            sql.SQL("CREATE OR REPLACE TRIGGER {name} " + when + " EXECUTE FUNCTION {fn}()").format(
+            sql.SQL("CREATE TRIGGER {name} " + when + " EXECUTE FUNCTION {fn}()").format(
                 name=sql.Identifier(name), t=table, fn=_function(spec.name)
             )
         )
@@ -131,8 +136,8 @@ def installed(conn: psycopg.Connection, table: str) -> bool:
 
 def remove(conn: psycopg.Connection, table: str) -> None:
     """Drop the table's logging triggers for the duration of a load (inside its transaction, so a failed
-    load keeps them): even a trigger that logs nothing would make PostgreSQL keep every row a bulk
-    statement touches in a transition table."""
+    load keeps them): even a trigger that logs nothing would make PostgreSQL queue an event for every
+    row a bulk statement touches."""
     for name in TRIGGERS:
         conn.execute(
             sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(sql.Identifier(name), sql.Identifier(table))
