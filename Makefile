@@ -22,12 +22,12 @@ test: setup
 	$(PY) -m pytest
 
 # The Dagster UI on http://127.0.0.1:3000, with the daemon; its runs, events and schedules are stored in
-# PostgreSQL (dagster_home/dagster.yaml; the connection variables come from migration_pipeline.instance).
+# PostgreSQL (dagster_home/dagster.yaml; the connection variables come from migration_pipeline.connect.instance).
 ui: setup
-	eval "$$($(PY) -m migration_pipeline.instance env)" && $(DAGSTER) dev -h 127.0.0.1 -p 3000
+	eval "$$($(PY) -m migration_pipeline.connect.instance env)" && $(DAGSTER) dev -h 127.0.0.1 -p 3000
 
 bench: setup
 	$(PY) bench/migrate_bench.py
 
 pg-stop:
-	$(PY) -m migration_pipeline.local_postgres stop
+	$(PY) -m migration_pipeline.connect.local_postgres stop

@@ -45,13 +45,15 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from migration_pipeline import audit, changes, content, loadgen, local_postgres, phase
 from migration_pipeline.catalog import load_catalog
-from migration_pipeline.load import load_all
-from migration_pipeline.sample_data import generate
-from migration_pipeline.settings import Settings
-from migration_pipeline.source import Snapshot, default_snapshot_path, take_snapshot
-from migration_pipeline.target import connect, conninfo
+from migration_pipeline.connect import local_postgres
+from migration_pipeline.connect.settings import Settings
+from migration_pipeline.connect.target import connect, conninfo
+from migration_pipeline.move import audit, changes, checksums, phase
+from migration_pipeline.move.load import load_all
+from migration_pipeline.move.source import Snapshot, default_snapshot_path, take_snapshot
+from migration_pipeline.samples.sample_data import generate
+from migration_pipeline.watch import loadgen
 
 MODES = ("on", "off")
 APP_WRITES = "SELECT coalesce(sum(n_tup_ins + n_tup_upd + n_tup_del), 0) FROM pg_stat_user_tables WHERE schemaname = 'public'"
@@ -274,7 +276,7 @@ def main() -> int:
                     conn, phase.SWITCHED, by="bench", note="changelog_bench: the load generator is the app"
                 )
                 columns = {
-                    name: content.Checksum.parse(audit.latest_load(conn, name)["checksum"]).columns
+                    name: checksums.Checksum.parse(audit.latest_load(conn, name)["checksum"]).columns
                     for name in catalog.names
                 }
                 conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")

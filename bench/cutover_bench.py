@@ -35,14 +35,16 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from migration_pipeline import content, cutover, local_postgres
-from migration_pipeline.app_writer import TWEET_KINDS, write
 from migration_pipeline.catalog import load_catalog
-from migration_pipeline.load import load_all
-from migration_pipeline.sample_data import generate
-from migration_pipeline.settings import Settings
-from migration_pipeline.source import Snapshot, take_snapshot
-from migration_pipeline.target import connect
+from migration_pipeline.connect import local_postgres
+from migration_pipeline.connect.settings import Settings
+from migration_pipeline.connect.target import connect
+from migration_pipeline.move import checksums
+from migration_pipeline.move.load import load_all
+from migration_pipeline.move.source import Snapshot, take_snapshot
+from migration_pipeline.samples.app_writer import TWEET_KINDS, write
+from migration_pipeline.samples.sample_data import generate
+from migration_pipeline.switch import cutover
 
 WORK = Path(__file__).resolve().parent / "work"
 
@@ -64,7 +66,7 @@ def _runbook(conn, catalog, source: Path, baseline: Path, changes: int) -> _Runb
     write(source, changes=changes, seed=11, kinds=TWEET_KINDS)
     write(source, changes=changes // 4, seed=12)
     writer = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from migration_pipeline.app_writer import write, KINDS, TWEET_KINDS; "
+        [sys.executable, "-c", "import sys; from migration_pipeline.samples.app_writer import write, KINDS, TWEET_KINDS; "
          "print(write(sys.argv[1], seconds=600, seed=13, pause=0.002, kinds=TWEET_KINDS * 4 + tuple(KINDS)))",
          str(source)],
         stdout=subprocess.PIPE, text=True,
@@ -150,7 +152,7 @@ def main() -> int:
                     " ORDER BY finished_at DESC LIMIT 1",
                     (table,),
                 ).fetchone()[0]
-                real = content.table_checksum(conn, table, content.Checksum.parse(carried).columns)
+                real = checksums.table_checksum(conn, table, checksums.Checksum.parse(carried).columns)
                 assert str(real) == carried, (table, carried, str(real))
         median = statistics.median(freezes)
         print(

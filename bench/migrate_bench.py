@@ -25,10 +25,10 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from migration_pipeline import local_postgres
 from migration_pipeline.catalog import load_catalog
-from migration_pipeline.settings import Settings
-from migration_pipeline.target import apply_schema, connect
+from migration_pipeline.connect import local_postgres
+from migration_pipeline.connect.settings import Settings
+from migration_pipeline.connect.target import apply_schema, connect
 
 ROOT = Path(__file__).resolve().parent
 PSQL = local_postgres.POSTGRES_BIN_PATH / "psql"
@@ -47,8 +47,8 @@ def _child(args: list[str]) -> tuple[float, int, str]:
 
 
 def _migrate(source: str, database: str, snapshot: str) -> None:
-    from migration_pipeline.load import load_all
-    from migration_pipeline.source import Snapshot, take_snapshot
+    from migration_pipeline.move.load import load_all
+    from migration_pipeline.move.source import Snapshot, take_snapshot
 
     settings = Settings(Path(source), database)
     with connect(settings) as conn:
@@ -61,7 +61,7 @@ def _migrate(source: str, database: str, snapshot: str) -> None:
 
 def _check(database: str, snapshot: str, table: str, group: str) -> None:
     """Time the checks of one group of one table (what one Dagster check step runs)."""
-    from migration_pipeline import behaviour, proof
+    from migration_pipeline.prove import behaviour, proof
 
     catalog = load_catalog()
     with connect(Settings(Path("unused"), database)) as conn:
@@ -82,7 +82,7 @@ def _parallel_checks(database: str, snapshot: Path, table: str) -> tuple[float, 
     multiprocess executor does (longest step, the JSON comparison, first)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from migration_pipeline import proof
+    from migration_pipeline.prove import proof
 
     def step(group: str) -> str:
         args = ["--phase", "check", "--database", database, "--snapshot", str(snapshot), "--group", group]
@@ -216,7 +216,9 @@ def main() -> int:
 def _child_module(args: list[str]) -> tuple[float, int, str]:
     start = time.perf_counter()
     subprocess.run(
-        [sys.executable, "-m", "migration_pipeline.sample_data", *args], check=True, stdout=subprocess.DEVNULL
+        [sys.executable, "-m", "migration_pipeline.samples.sample_data", *args],
+        check=True,
+        stdout=subprocess.DEVNULL,
     )
     return time.perf_counter() - start, 0, ""
 

@@ -22,15 +22,16 @@ import psycopg
 from dagster import DagsterInstance, build_sensor_context
 from psycopg import sql
 
-from migration_pipeline import loadgen, local_postgres
 from migration_pipeline.catalog import load_catalog
-from migration_pipeline.defs.monitoring import postgres_monitor
-from migration_pipeline.defs.resources import MigrationResource
-from migration_pipeline.load import load_all
-from migration_pipeline.sample_data import generate
-from migration_pipeline.settings import Settings
-from migration_pipeline.source import Snapshot, default_snapshot_path, take_snapshot
-from migration_pipeline.target import connect, conninfo
+from migration_pipeline.connect import local_postgres
+from migration_pipeline.connect.settings import Settings
+from migration_pipeline.connect.target import connect, conninfo
+from migration_pipeline.defs.connect import MigrationResource
+from migration_pipeline.defs.watch import postgres_monitor
+from migration_pipeline.move.load import load_all
+from migration_pipeline.move.source import Snapshot, default_snapshot_path, take_snapshot
+from migration_pipeline.samples.sample_data import generate
+from migration_pipeline.watch import loadgen
 
 
 def main() -> int:

@@ -25,6 +25,11 @@ from pglast.stream import RawStream
 from pglast.visitors import Visitor
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schema"
+# The app's own SQLite DDL (not PostgreSQL: load_catalog reads only schema/*.sql), for the sample generator
+# and the rollback export, which writes the app's format.
+SQLITE_DIR = SCHEMA_DIR / "sqlite"
+SQLITE_APP_DDL = (SQLITE_DIR / "app.sql").read_text()
+SQLITE_QUEUE_DDL = (SQLITE_DIR / "analysis_queue.sql").read_text()  # tables the app never creates
 APP_SCHEMA_FILE = "010_twitter.sql"
 
 # PostgreSQL type name -> the converter kind that turns a SQLite value into it.

@@ -2,10 +2,8 @@
 
 from dagster import Definitions
 
-from .defs.assets import SOURCE_TABLES, source_snapshot, target_assets
-from .defs.checks import target_checks
-from .defs.jobs import migrate_job, reverify_job
-from .defs.monitoring import postgres_alert, postgres_health, postgres_monitor
+from .defs.connect import MigrationResource
+from .defs.move import SOURCE_TABLES, migrate_job, source_snapshot, target_assets
 from .defs.phases import (
     PHASE_ASSET,
     compact_change_log,
@@ -15,10 +13,10 @@ from .defs.phases import (
     resume_change_log,
     withdraw_switch,
 )
+from .defs.prove import reverify_job, reverify_schedule, target_checks
 from .defs.report import provenance_report, verification_report
-from .defs.resources import MigrationResource
-from .defs.schedules import reverify_schedule
 from .defs.switch import cutover_job, rollback_export, sync
+from .defs.watch import postgres_alert, postgres_health, postgres_monitor
 
 defs = Definitions(
     assets=[

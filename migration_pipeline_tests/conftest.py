@@ -11,11 +11,11 @@ import pytest
 from hypothesis import settings as hypothesis_settings
 from psycopg import sql
 
-from migration_pipeline import local_postgres
 from migration_pipeline.catalog import load_catalog
-from migration_pipeline.sample_data import generate
-from migration_pipeline.settings import Settings
-from migration_pipeline.target import connect
+from migration_pipeline.connect import local_postgres
+from migration_pipeline.connect.settings import Settings
+from migration_pipeline.connect.target import connect
+from migration_pipeline.samples.sample_data import generate
 
 # CI replays the same examples every run (no flaky red); locally hypothesis explores new ones.
 hypothesis_settings.register_profile("ci", derandomize=True, max_examples=200, deadline=None)

@@ -9,11 +9,11 @@ from pathlib import Path
 from psycopg import sql
 from psycopg.types.json import set_json_loads
 
-from migration_pipeline import behaviour, proof
-from migration_pipeline.behaviour import comparable_row as converted  # noqa: F401 (used by tests)
-from migration_pipeline.json_rules import parse_exact
-from migration_pipeline.load import load_all
-from migration_pipeline.source import Snapshot, take_snapshot
+from migration_pipeline.move.json_rules import parse_exact
+from migration_pipeline.move.load import load_all
+from migration_pipeline.move.source import Snapshot, take_snapshot
+from migration_pipeline.prove import behaviour, proof
+from migration_pipeline.prove.behaviour import comparable_row as converted  # noqa: F401 (used by tests)
 
 
 def migrate(conn, catalog, source: Path, run_id: str, workdir: Path):

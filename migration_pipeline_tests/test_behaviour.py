@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from migration_pipeline import behaviour
+from migration_pipeline.prove import behaviour
 
 from .helpers import migrate, silently
 
@@ -61,7 +61,7 @@ def test_a_dropped_constraint_lets_a_violation_through_and_is_noticed(conn, cata
 
 
 def test_full_text_parity_holds_for_words_that_stem_alike(conn, catalog, tmp_path):
-    from migration_pipeline.sample_data import generate
+    from migration_pipeline.samples.sample_data import generate
 
     from .helpers import sqlite_exec
 

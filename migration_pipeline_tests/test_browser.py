@@ -43,8 +43,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from migration_pipeline.instance import instance_env
-from migration_pipeline.sample_data import APP_DDL, QUEUE_DDL
+from migration_pipeline.catalog import SQLITE_APP_DDL, SQLITE_QUEUE_DDL
+from migration_pipeline.connect.instance import instance_env
 
 try:
     from playwright.sync_api import expect, sync_playwright
@@ -118,7 +118,7 @@ def clean_source(path: Path, users: int = 40, tweets: int = 400) -> Path:
     codes = [(f"REF{i}", ids[i], i % 5, ts(i)) for i in range(0, users, 4)]
     db = sqlite3.connect(path)
     try:
-        db.executescript(APP_DDL + QUEUE_DDL)
+        db.executescript(SQLITE_APP_DDL + SQLITE_QUEUE_DDL)
         with db:
             db.executemany(
                 "INSERT INTO users VALUES (?, ?, ?, ?, ?, ?)",

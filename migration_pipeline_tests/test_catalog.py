@@ -85,7 +85,7 @@ def test_schema_errors_are_clear():
 
 
 def test_applied_schema_matches_files(conn, catalog):
-    from migration_pipeline.target import apply_schema
+    from migration_pipeline.connect.target import apply_schema
 
     apply_schema(conn, catalog)
     apply_schema(conn, catalog)  # idempotent

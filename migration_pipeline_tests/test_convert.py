@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from migration_pipeline.convert import (
+from migration_pipeline.move.convert import (
     InvalidText,
     Rejected,
     convert_boolean,

@@ -10,9 +10,11 @@ import threading
 
 import pytest
 
-from migration_pipeline import cutover, delta, loadgen, phase
-from migration_pipeline.sample_data import generate
-from migration_pipeline.target import conninfo
+from migration_pipeline.connect.target import conninfo
+from migration_pipeline.move import phase
+from migration_pipeline.samples.sample_data import generate
+from migration_pipeline.switch import cutover, delta
+from migration_pipeline.watch import loadgen
 
 from .helpers import migrate
 from .test_delta import _outcome, other_conn  # noqa: F401 (fixture)
@@ -24,7 +26,7 @@ def _writer(path, *extra):
         [
             sys.executable,
             "-m",
-            "migration_pipeline.app_writer",
+            "migration_pipeline.samples.app_writer",
             "--db",
             str(path),
             "--seconds",

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dagster import DagsterInstance, DefaultScheduleStatus, build_schedule_context
 
 from migration_pipeline import definitions
-from migration_pipeline.defs.resources import MigrationResource
-from migration_pipeline.defs.schedules import reverify_schedule
+from migration_pipeline.defs.connect import MigrationResource
+from migration_pipeline.defs.prove import reverify_schedule
 
 
 def _defs(database, source):
@@ -89,7 +89,7 @@ def test_schedule_defaults_and_configuration():
 def test_monitor_sensor_skips_when_quiet_and_alerts_once(database, sample_db, monkeypatch):
     from dagster import SensorResult, build_sensor_context
 
-    from migration_pipeline.defs.monitoring import postgres_monitor
+    from migration_pipeline.defs.watch import postgres_monitor
 
     resources = {"migration": MigrationResource(sqlite_path=str(sample_db), pg_database=database)}
     instance = DagsterInstance.ephemeral()
@@ -113,7 +113,7 @@ def test_monitor_sensor_skips_when_quiet_and_alerts_once(database, sample_db, mo
 
 
 def test_alert_job_fails_visibly_with_the_numbers():
-    from migration_pipeline.defs.monitoring import postgres_alert
+    from migration_pipeline.defs.watch import postgres_alert
 
     result = postgres_alert.execute_in_process(
         run_config={"ops": {"raise_alert": {"config": {
@@ -129,7 +129,7 @@ def test_alert_job_fails_visibly_with_the_numbers():
 
 
 def test_sync_cutover_and_rollback_jobs(database, sample_db, catalog, tmp_path):
-    from migration_pipeline.app_writer import write
+    from migration_pipeline.samples.app_writer import write
 
     source = tmp_path / "app.db"
     source.write_bytes(sample_db.read_bytes())
@@ -150,8 +150,8 @@ def test_sync_cutover_and_rollback_jobs(database, sample_db, catalog, tmp_path):
                       "wait_for_freeze": {"config": {"writes_stopped": True}}}}  # fmt: skip
     cut = defs.resolve_job_def("cutover").execute_in_process(instance=instance, run_config=config)
     assert cut.success
-    from migration_pipeline.settings import Settings
-    from migration_pipeline.target import connect
+    from migration_pipeline.connect.settings import Settings
+    from migration_pipeline.connect.target import connect
 
     with connect(Settings(source, database)) as conn:
         state, verified = conn.execute(
@@ -172,8 +172,8 @@ def test_sync_cutover_and_rollback_jobs(database, sample_db, catalog, tmp_path):
 
 
 def test_phase_jobs_record_the_switch_finalize_and_withdrawal(database, sample_db, catalog, settings):
-    from migration_pipeline import changes, phase
-    from migration_pipeline.target import connect
+    from migration_pipeline.connect.target import connect
+    from migration_pipeline.move import changes, phase
 
     defs = _defs(database, sample_db)
     instance = DagsterInstance.ephemeral()

@@ -11,10 +11,10 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from migration_pipeline import delta
-from migration_pipeline.settings import Settings
-from migration_pipeline.source import file_state
-from migration_pipeline.target import connect
+from migration_pipeline.connect.settings import Settings
+from migration_pipeline.connect.target import connect
+from migration_pipeline.move.source import file_state
+from migration_pipeline.switch import delta
 
 from .helpers import editable_copy, fingerprint, migrate, sqlite_exec
 from .test_live import blocking_failures
@@ -230,7 +230,7 @@ def test_a_sync_waits_for_readers_of_its_baseline(conn, catalog, sample_db, tmp_
     """Loads and checks read the snapshot while a sync would change it in place: the sync waits."""
     import threading
 
-    from migration_pipeline.source import Snapshot
+    from migration_pipeline.move.source import Snapshot
 
     source = editable_copy(sample_db, tmp_path / "app.db")
     migrate(conn, catalog, source, "full-1", tmp_path)

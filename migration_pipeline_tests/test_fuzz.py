@@ -26,16 +26,15 @@ from hypothesis import settings as fuzzing
 from hypothesis import strategies as st
 from psycopg import sql
 
-from migration_pipeline import proof
-from migration_pipeline.catalog import load_catalog
-from migration_pipeline.convert import InvalidText, Rejected, converter_for
-from migration_pipeline.guard import ShrinkPolicy
-from migration_pipeline.load import load_all
-from migration_pipeline.rollback import export_sqlite
-from migration_pipeline.sample_data import APP_DDL, QUEUE_DDL
-from migration_pipeline.settings import ALL_TABLES
-from migration_pipeline.source import Snapshot, quote, take_snapshot
-from migration_pipeline.target import connect
+from migration_pipeline.catalog import SQLITE_APP_DDL, SQLITE_QUEUE_DDL, load_catalog
+from migration_pipeline.connect.settings import ALL_TABLES
+from migration_pipeline.connect.target import connect
+from migration_pipeline.move.convert import InvalidText, Rejected, converter_for
+from migration_pipeline.move.guard import ShrinkPolicy
+from migration_pipeline.move.load import load_all
+from migration_pipeline.move.source import Snapshot, quote, take_snapshot
+from migration_pipeline.prove import proof
+from migration_pipeline.switch.rollback import export_sqlite
 
 
 class RawText(bytes):
@@ -141,7 +140,7 @@ def rows_for(spec):
 def write_source(path: Path, catalog, ddl: str, rows: dict[str, list[tuple]]) -> None:
     db = sqlite3.connect(path)
     if ddl == "app":
-        db.executescript(APP_DDL + QUEUE_DDL)
+        db.executescript(SQLITE_APP_DDL + SQLITE_QUEUE_DDL)
     else:  # no declared types (no affinity: every value kept as bound) and no constraints
         for spec in catalog.tables:
             db.execute(f"CREATE TABLE {quote(spec.name)} ({', '.join(map(quote, spec.column_names))})")

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from psycopg import sql
 
-from migration_pipeline import delta
-from migration_pipeline.guard import ShrinkPolicy, ShrinkRefused
-from migration_pipeline.load import load_all, load_table
-from migration_pipeline.settings import ConfigError, load_settings
-from migration_pipeline.source import Snapshot, SourceError, take_snapshot
+from migration_pipeline.connect.settings import ConfigError, load_settings
+from migration_pipeline.move.guard import ShrinkPolicy, ShrinkRefused
+from migration_pipeline.move.load import load_all, load_table
+from migration_pipeline.move.source import Snapshot, SourceError, take_snapshot
+from migration_pipeline.switch import delta
 
 from .helpers import editable_copy, fingerprint, migrate, sqlite_exec
 
@@ -148,7 +148,7 @@ def test_confirmed_shrink_is_recorded_in_the_audit_trail(conn, catalog, sample_d
 def test_a_parent_load_cascading_away_most_of_a_child_is_refused(conn, catalog, tmp_path):
     """A user owning most tweets leaves the source: users loses one row, but its load would cascade
     away most of the tweets, in the same transaction; the count check before the loads cannot see it."""
-    from migration_pipeline.sample_data import generate
+    from migration_pipeline.samples.sample_data import generate
 
     source = generate(tmp_path / "app.db", users=50, tweets=500, bad_fraction=0)
     sqlite_exec(source, "UPDATE tweets SET user_id = 'u10' WHERE rowid % 5 <> 0")
@@ -235,8 +235,8 @@ def test_the_migrate_assets_refuse_and_take_the_run_configs_confirmation(
     stays); the ``allow_shrink`` run config of the ``migration`` resource confirms the shrink."""
     from dagster import DagsterInstance, materialize
 
-    from migration_pipeline.defs.assets import source_snapshot, table_asset
-    from migration_pipeline.defs.resources import MigrationResource
+    from migration_pipeline.defs.connect import MigrationResource
+    from migration_pipeline.defs.move import source_snapshot, table_asset
 
     source = one_percent_of_tweets(sample_db, tmp_path / "one-percent.db")
     resource = MigrationResource(sqlite_path=str(source), pg_database=database)

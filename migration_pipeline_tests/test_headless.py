@@ -12,9 +12,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from migration_pipeline import proof
-from migration_pipeline.sample_data import generate
-from migration_pipeline.target import connect
+from migration_pipeline.connect.target import connect
+from migration_pipeline.prove import proof
+from migration_pipeline.samples.sample_data import generate
 
 from .helpers import editable_copy, fingerprint, migrate, silently, sqlite_exec
 from .test_source import damage
@@ -101,10 +101,10 @@ def test_killed_loader_leaves_the_previous_content(database, settings, catalog, 
         import sys, time
         from pathlib import Path
         from migration_pipeline.catalog import load_catalog
-        from migration_pipeline.load import load_table
-        from migration_pipeline.settings import Settings
-        from migration_pipeline.source import Snapshot
-        from migration_pipeline.target import connect
+        from migration_pipeline.move.load import load_table
+        from migration_pipeline.connect.settings import Settings
+        from migration_pipeline.move.source import Snapshot
+        from migration_pipeline.connect.target import connect
 
         def stall(rows):
             print("copying", flush=True)

@@ -11,10 +11,12 @@ import sqlite3
 
 import pytest
 
-from migration_pipeline import audit, behaviour, delta, proof, rollback
-from migration_pipeline.convert import InvalidText, Rejected, convert_json
-from migration_pipeline.rollback import export_sqlite
-from migration_pipeline.sample_data import generate
+from migration_pipeline.move import audit
+from migration_pipeline.move.convert import InvalidText, Rejected, convert_json
+from migration_pipeline.prove import behaviour, proof
+from migration_pipeline.samples.sample_data import generate
+from migration_pipeline.switch import delta, rollback
+from migration_pipeline.switch.rollback import export_sqlite
 
 from .helpers import editable_copy, migrate, sqlite_exec
 from .test_delta import _outcome, other_conn  # noqa: F401 (other_conn is a fixture)

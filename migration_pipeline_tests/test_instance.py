@@ -8,8 +8,8 @@ import psycopg
 from dagster import DagsterInstance, job, op
 from psycopg import sql
 
-from migration_pipeline.instance import DAGSTER_HOME, instance_env
-from migration_pipeline.settings import load_settings
+from migration_pipeline.connect.instance import DAGSTER_HOME, instance_env
+from migration_pipeline.connect.settings import load_settings
 
 
 @op

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from migration_pipeline import behaviour, phase, proof
-from migration_pipeline.load import load_table
-from migration_pipeline.source import Snapshot
+from migration_pipeline.move import phase
+from migration_pipeline.move.load import load_table
+from migration_pipeline.move.source import Snapshot
+from migration_pipeline.prove import behaviour, proof
 
 from .helpers import migrate, silently
 

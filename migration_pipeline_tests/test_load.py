@@ -8,9 +8,9 @@ import sqlite3
 import psycopg
 import pytest
 
-from migration_pipeline.load import LoadError, load_table
-from migration_pipeline.sample_data import generate
-from migration_pipeline.source import Snapshot, take_snapshot
+from migration_pipeline.move.load import LoadError, load_table
+from migration_pipeline.move.source import Snapshot, take_snapshot
+from migration_pipeline.samples.sample_data import generate
 
 from .helpers import converted, editable_copy, fingerprint, migrate, source_rows, sqlite_exec, target_rows
 
@@ -156,7 +156,7 @@ def test_a_failing_load_leaves_the_previous_content(conn, catalog, sample_db, mi
 
 
 def test_postgres_gone_mid_load_leaves_the_previous_content(server, settings, catalog, sample_db, tmp_path):
-    from migration_pipeline.target import connect
+    from migration_pipeline.connect.target import connect
 
     with connect(settings) as conn:
         migrate(conn, catalog, sample_db, "run-1", tmp_path)
@@ -238,7 +238,7 @@ def test_unmappable_source_is_a_clear_error_and_changes_nothing(conn, catalog, s
 
 
 def test_bulk_path_rebuilds_indexes_and_foreign_keys_exactly(conn, catalog, sample_db, tmp_path, monkeypatch):
-    from migration_pipeline import quarantine
+    from migration_pipeline.move import quarantine
 
     def structure():
         indexes = conn.execute(
@@ -319,7 +319,7 @@ def test_source_missing_columns(conn, catalog, sample_db, tmp_path):
 def test_applying_the_schema_again_waits_for_no_load(conn, catalog, migrated, settings):
     """A load of one table holds it locked while another table's load starts and applies schema/: that
     must not wait for the lock (it deadlocked once the first load wanted the audit tables back)."""
-    from migration_pipeline.target import apply_schema, connect
+    from migration_pipeline.connect.target import apply_schema, connect
 
     with connect(settings) as loading, loading.transaction():
         loading.execute("LOCK TABLE tweets IN EXCLUSIVE MODE")
@@ -338,8 +338,8 @@ def test_no_single_value_fails_a_table(conn, catalog, tmp_path):
     """A metadata array nested 2,000 deep and a tweet whose key is a BLOB holding NUL are quarantined,
     with a reason, while the rest of the table loads; a value as deep as the rule admits loads exactly and
     passes the checks, which re-read it in Python."""
-    from migration_pipeline import behaviour, proof
-    from migration_pipeline.convert import MAX_JSON_DEPTH
+    from migration_pipeline.move.convert import MAX_JSON_DEPTH
+    from migration_pipeline.prove import behaviour, proof
 
     source = generate(tmp_path / "odd.db", users=20, tweets=200, bad_fraction=0)
     before = migrate(conn, catalog, source, "run-plain", tmp_path)["tweets"]
@@ -376,7 +376,7 @@ def test_no_single_value_fails_a_table(conn, catalog, tmp_path):
 def test_json_numbers_beyond_float_precision_pass_every_check(conn, catalog, tmp_path):
     """jsonb keeps a JSON number's decimal digits exactly (1.7976931348623157e+308 is printed back as 309
     digits): the checks compare numbers as decimals, so exact values never read as different."""
-    from migration_pipeline import behaviour, proof
+    from migration_pipeline.prove import behaviour, proof
 
     source = generate(tmp_path / "numbers.db", users=20, tweets=50, bad_fraction=0)
     doc = '{"max": 1.7976931348623157e+308, "tiny": 1.0185336904134522e-274, "dec": 0.1, "e": 1E+30}'

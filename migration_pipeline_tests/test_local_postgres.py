@@ -12,7 +12,7 @@ import pytest
 pytestmark = pytest.mark.slow
 
 START = (
-    "import json; from migration_pipeline import local_postgres as lp; p = lp.ensure_running();"
+    "import json; from migration_pipeline.connect import local_postgres as lp; p = lp.ensure_running();"
     " print(json.dumps({'port': p['port'], 'password': p['password']}))"
 )
 
@@ -51,6 +51,6 @@ def test_processes_starting_it_at_once_share_one_server(tmp_path):
             json.loads(again.communicate(timeout=60)[0])["port"] == results[0]["port"]
         )  # reused, not restarted
     finally:
-        stop = _python("from migration_pipeline import local_postgres as lp; print(lp.stop())", state)
+        stop = _python("from migration_pipeline.connect import local_postgres as lp; print(lp.stop())", state)
         assert stop.communicate(timeout=60)[0].strip() == "True"
     assert (tmp_path / "state" / "pg" / "password").stat().st_mode & 0o077 == 0

@@ -9,9 +9,9 @@ import psycopg
 import pytest
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from migration_pipeline import monitor
 from migration_pipeline.catalog import load_catalog
-from migration_pipeline.target import apply_schema, conninfo
+from migration_pipeline.connect.target import apply_schema, conninfo
+from migration_pipeline.watch import monitor
 
 from .helpers import migrate
 
@@ -153,7 +153,9 @@ def test_thresholds_from_environment():
 
 
 def test_load_generator_plays_the_app_workload_and_stays_within_thresholds(conn, catalog, target, tmp_path):
-    from migration_pipeline import loadgen, phase, proof
+    from migration_pipeline.move import phase
+    from migration_pipeline.prove import proof
+    from migration_pipeline.watch import loadgen
 
     phase.declare(conn, phase.SWITCHED, by="test")  # the app writes to PostgreSQL from now on
     before = monitor.take_sample(conn)

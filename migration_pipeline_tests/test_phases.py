@@ -10,10 +10,12 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from migration_pipeline import changes, finalize, guard, loadgen, phase
-from migration_pipeline.load import load_table
-from migration_pipeline.source import Snapshot
-from migration_pipeline.target import conninfo
+from migration_pipeline.connect.target import conninfo
+from migration_pipeline.move import changes, guard, phase
+from migration_pipeline.move.load import load_table
+from migration_pipeline.move.source import Snapshot
+from migration_pipeline.switch import finalize
+from migration_pipeline.watch import loadgen
 
 from .helpers import failures, migrate, silently
 

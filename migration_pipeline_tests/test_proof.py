@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from migration_pipeline import phase, proof
+from migration_pipeline.move import phase
+from migration_pipeline.prove import proof
 
 from .helpers import editable_copy, migrate, silently, sqlite_exec
 
@@ -148,7 +149,7 @@ def test_changed_column_type_and_default(conn, catalog, proven):
 
 
 def test_no_load_recorded_fails_with_an_explanation(conn, catalog, tmp_path):
-    from migration_pipeline.target import apply_schema
+    from migration_pipeline.connect.target import apply_schema
 
     apply_schema(conn, catalog)
     found = outcomes(conn, catalog, "users", None)
@@ -157,7 +158,7 @@ def test_no_load_recorded_fails_with_an_explanation(conn, catalog, tmp_path):
 
 
 def test_json_sample_is_an_independent_type_strict_parse(conn, catalog, proven):
-    from migration_pipeline.json_sample import same_json
+    from migration_pipeline.prove.json_sample import same_json
 
     assert same_json({"a": [1, 2.0, "x", None]}, {"a": [1.0, 2, "x", None]})
     assert not same_json({"a": True}, {"a": 1}) and not same_json([1, 2], [2, 1]) and not same_json("1", 1)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from migration_pipeline import provenance
-from migration_pipeline.source import file_sha256
-from migration_pipeline.target import apply_schema
+from migration_pipeline.connect.target import apply_schema
+from migration_pipeline.move.source import file_sha256
+from migration_pipeline.prove import provenance
 
 from .helpers import migrate, sqlite_exec
 
@@ -88,3 +88,27 @@ def test_audit_tables_of_an_earlier_version_gain_the_provenance_columns(conn, ca
         ("rejected_rows", "kind"),
         ("rejected_rows", "source_rowid"),
     } <= columns
+
+
+def test_the_code_version_covers_every_module_of_the_load_path(tmp_path):
+    """Derived from the files: a module added to move/ (e.g. by a split) changes the version, one added to
+    a stage that does not decide a table's content (prove/) does not, nor does the app's SQLite DDL."""
+    import shutil
+
+    from migration_pipeline.catalog import SCHEMA_DIR
+    from migration_pipeline.move import code_version
+
+    package, schema = tmp_path / "migration_pipeline", tmp_path / "schema"
+    shutil.copytree(code_version.PACKAGE, package, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(SCHEMA_DIR, schema)
+    before = code_version.digest(package, schema)
+    assert before == code_version.code_version()
+    assert package / "move" / "stage.py" in code_version.versioned_files(package, schema)
+    (package / "prove" / "another_check.py").write_text("X = 1\n")
+    (schema / "sqlite" / "app.sql").write_text("-- another app\n")
+    assert code_version.digest(package, schema) == before
+    (package / "move" / "split_off.py").write_text("X = 1\n")
+    assert code_version.digest(package, schema) != before
+    (package / "move" / "split_off.py").unlink()
+    (schema / "010_twitter.sql").write_text((schema / "010_twitter.sql").read_text() + "\n-- changed\n")
+    assert code_version.digest(package, schema) != before

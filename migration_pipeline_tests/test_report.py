@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from migration_pipeline import report
+from migration_pipeline.prove import report
 
 from .helpers import migrate, silently
 

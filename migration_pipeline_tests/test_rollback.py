@@ -16,13 +16,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from psycopg import sql
 
-from migration_pipeline import audit, content, rollback
-from migration_pipeline.catalog import load_catalog
-from migration_pipeline.convert import convert_json, convert_timestamp
-from migration_pipeline.rollback import ExportError, compact_json, export_sqlite, format_timestamp
-from migration_pipeline.sample_data import APP_DDL, QUEUE_DDL
-from migration_pipeline.source import file_sha256
-from migration_pipeline.target import apply_schema
+from migration_pipeline.catalog import SQLITE_APP_DDL, SQLITE_QUEUE_DDL, load_catalog
+from migration_pipeline.connect.target import apply_schema
+from migration_pipeline.move import audit, checksums
+from migration_pipeline.move.convert import convert_json, convert_timestamp
+from migration_pipeline.move.source import file_sha256
+from migration_pipeline.switch import rollback
+from migration_pipeline.switch.rollback import ExportError, compact_json, export_sqlite, format_timestamp
 
 from .helpers import fingerprint, migrate
 
@@ -73,8 +73,8 @@ def assert_same_content(a, b, catalog, *, quarantined: dict[str, int]) -> None:
     for spec in catalog.tables:
         load_b = audit.latest_load(b, spec.name)
         assert fingerprint(b, spec.name) == fingerprint(a, spec.name), spec.name
-        columns = content.Checksum.parse(load_b["checksum"]).columns
-        assert load_b["checksum"] == str(content.table_checksum(a, spec.name, columns)), spec.name
+        columns = checksums.Checksum.parse(load_b["checksum"]).columns
+        assert load_b["checksum"] == str(checksums.table_checksum(a, spec.name, columns)), spec.name
         assert load_b["rejected_rows"] == quarantined.get(spec.name, 0), spec.name
 
 
@@ -261,7 +261,7 @@ def test_without_template_the_sample_data_ddl_and_its_habit(new_database, catalo
     result = export_sqlite(conn, catalog, tmp_path / "x.db")
     db = sqlite3.connect(tmp_path / "x.db")
     app = sqlite3.connect(":memory:")
-    app.executescript(APP_DDL)
+    app.executescript(SQLITE_APP_DDL)
     schema = "SELECT name, sql FROM sqlite_master WHERE name != 'sqlite_sequence' ORDER BY name"
     assert db.execute(schema).fetchall() == app.execute(schema).fetchall()  # empty queue tables left out
     assert db.execute("SELECT created_at FROM users").fetchone() == ("2024-03-05 17:21:09",)  # UTC, app form
@@ -275,7 +275,7 @@ def test_without_template_the_sample_data_ddl_and_its_habit(new_database, catalo
     conn.execute("INSERT INTO analysis_queue (user_id, total_chunks) VALUES ('u1', 4)")
     export_sqlite(conn, catalog, tmp_path / "y.db", include_quarantined=False)
     queue = sqlite3.connect(":memory:")
-    queue.executescript(QUEUE_DDL)
+    queue.executescript(SQLITE_QUEUE_DDL)
     tables = dict(sqlite3.connect(tmp_path / "y.db").execute("SELECT name, sql FROM sqlite_master"))
     assert tables["analysis_queue"] == queue.execute("SELECT sql FROM sqlite_master WHERE name = 'analysis_queue'").fetchone()[0]  # fmt: skip
     assert "analysis_chunks" not in tables
@@ -310,7 +310,7 @@ def test_one_consistent_point_in_time_while_the_app_writes(
 
 def test_every_table_has_the_apps_ddl_in_sample_data(catalog):
     db = sqlite3.connect(":memory:")
-    db.executescript(APP_DDL + QUEUE_DDL)
+    db.executescript(SQLITE_APP_DDL + SQLITE_QUEUE_DDL)
     for spec in catalog.tables:
         assert [r[1] for r in db.execute(f"PRAGMA table_info({spec.name})")] == list(spec.column_names)
 

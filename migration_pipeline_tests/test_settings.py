@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from migration_pipeline.settings import ConfigError, load_settings, redact
+from migration_pipeline.connect.settings import ConfigError, load_settings, redact
 
 
 def test_defaults_use_embedded(tmp_path):

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from migration_pipeline import source
-from migration_pipeline.convert import InvalidText
-from migration_pipeline.source import Snapshot, SourceError, take_snapshot
+from migration_pipeline.move import source
+from migration_pipeline.move.convert import InvalidText
+from migration_pipeline.move.source import Snapshot, SourceError, take_snapshot
 
 
 def test_stream_survives_invalid_utf8_anywhere(tmp_path, monkeypatch):

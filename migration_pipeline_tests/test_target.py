@@ -8,10 +8,10 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from migration_pipeline.load import load_all
-from migration_pipeline.settings import Settings
-from migration_pipeline.source import Snapshot, take_snapshot
-from migration_pipeline.target import TargetError, connect
+from migration_pipeline.connect.settings import Settings
+from migration_pipeline.connect.target import TargetError, connect
+from migration_pipeline.move.load import load_all
+from migration_pipeline.move.source import Snapshot, take_snapshot
 
 
 @pytest.fixture

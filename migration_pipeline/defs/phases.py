@@ -18,10 +18,11 @@ from dagster import (
     op,
 )
 
-from .. import changes, finalize, phase
 from ..catalog import load_catalog
-from ..settings import read_environment
-from .resources import MigrationResource
+from ..connect.settings import COMPACT_CRON, schedule_setting
+from ..move import changes, phase
+from ..switch import finalize
+from .connect import MigrationResource
 
 PHASE_KEY = AssetKey(["audit", "phase"])
 
@@ -173,13 +174,12 @@ def compact_change_log():
 
 def compaction_schedule(env: Mapping[str, str] | None = None) -> ScheduleDefinition:
     """Hourly by default (COMPACT_CRON); COMPACT_SCHEDULE=off starts it stopped."""
-    env = read_environment() if env is None else env
-    stopped = env.get("COMPACT_SCHEDULE", "").lower() in ("off", "false", "0", "stopped")
+    when = schedule_setting("COMPACT", COMPACT_CRON, env)
     return ScheduleDefinition(
         name="compact_change_log_hourly",
         job=compact_change_log,
-        cron_schedule=env.get("COMPACT_CRON") or "17 * * * *",
+        cron_schedule=when.cron,
         execution_timezone="UTC",
-        default_status=DefaultScheduleStatus.STOPPED if stopped else DefaultScheduleStatus.RUNNING,
+        default_status=DefaultScheduleStatus.RUNNING if when.running else DefaultScheduleStatus.STOPPED,
         description="Compacts the change log (a no-op before the switch and after finalize: nothing to compact).",
     )

@@ -1,23 +1,13 @@
 """The audit assets (group audit), after every table: the verification report and the provenance of each table."""
 
-from pathlib import Path
-
 from dagster import AssetExecutionContext, AssetKey, MaterializeResult, MetadataValue, asset
 
-from .. import phase, provenance, report
-from ..audit import latest_load
 from ..catalog import load_catalog
-from ..local_postgres import state_dir
-from .assets import target_key
-from .resources import MigrationResource
-
-
-def _write_report(kind: str, run_id: str, text: str) -> Path:
-    """Keep a report's Markdown under .local/reports/<kind>-<run id>.md; returns its path."""
-    path = state_dir() / "reports" / f"{kind}-{run_id}.md"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    return path
+from ..move import code_version, phase
+from ..move.audit import latest_load
+from ..prove import provenance, report
+from .connect import MigrationResource
+from .move import target_key
 
 
 @asset(
@@ -27,7 +17,7 @@ def _write_report(kind: str, run_id: str, text: str) -> Path:
     kinds={"markdown"},
     description=(
         "A Markdown report of every check of every table with the numbers it compared, for a change "
-        "ticket (also: python -m migration_pipeline.report --out FILE)."
+        "ticket (also: python -m migration_pipeline.prove.report --out FILE)."
     ),
 )
 def verification_report(context: AssetExecutionContext, migration: MigrationResource) -> MaterializeResult:
@@ -38,7 +28,7 @@ def verification_report(context: AssetExecutionContext, migration: MigrationReso
     text = report.render(
         reports, target=migration.settings.describe(), snapshot=str(snapshot), phase=now.describe()
     )
-    path = _write_report("verification", context.run_id, text)
+    path = report.keep("verification", context.run_id, text)
     failed = [r.table for r in reports if r.blocking_failures]
     if failed:
         context.log.error(f"verification failed for {', '.join(failed)}: see {path}")
@@ -62,7 +52,7 @@ def verification_report(context: AssetExecutionContext, migration: MigrationReso
     description=(
         "For every table: where its rows came from (the app's file and the snapshot's sha256), when (run, "
         "start and end), with which code version, what was quarantined by reason with the SQL to list those "
-        "rows, and its earlier loads (also: python -m migration_pipeline.provenance [--table T])."
+        "rows, and its earlier loads (also: python -m migration_pipeline.prove.provenance [--table T])."
     ),
 )
 def provenance_report(context: AssetExecutionContext, migration: MigrationResource) -> MaterializeResult:
@@ -70,7 +60,7 @@ def provenance_report(context: AssetExecutionContext, migration: MigrationResour
     with migration.connection() as conn:
         text = provenance.render(conn, catalog)
         latest = {name: latest_load(conn, name) for name in catalog.names}
-    path = _write_report("provenance", context.run_id, text)
+    path = report.keep("provenance", context.run_id, text)
     summary = {
         name: {
             k: str(load[k])
@@ -80,7 +70,7 @@ def provenance_report(context: AssetExecutionContext, migration: MigrationResour
         else None
         for name, load in latest.items()
     }
-    stale = [n for n, load in latest.items() if load and load["code_version"] != provenance.code_version()]
+    stale = [n for n, load in latest.items() if load and load["code_version"] != code_version.code_version()]
     if stale:
         context.log.warning(f"loaded by another code version than the current one: {', '.join(stale)}")
     return MaterializeResult(

@@ -16,11 +16,10 @@ from dagster import (
     op,
 )
 
-from .. import cutover, delta, rollback
 from ..catalog import load_catalog
-from ..local_postgres import state_dir
-from .assets import target_key
-from .resources import MigrationResource
+from ..switch import cutover, delta, rollback
+from .connect import MigrationResource
+from .move import target_key
 
 
 def _record(context: OpExecutionContext, result: delta.SyncResult) -> None:
@@ -108,12 +107,9 @@ def catch_up(context: OpExecutionContext, config: CatchUpConfig, migration: Migr
 def wait_for_freeze(context: OpExecutionContext, config: FreezeConfig) -> float:
     signal = None
     if not config.writes_stopped:
-        signal = Path(config.freeze_signal) if config.freeze_signal else state_dir() / "cutover" / "freeze"
-        signal.parent.mkdir(parents=True, exist_ok=True)
         started = context.instance.get_run_record_by_id(context.run_id).create_timestamp.timestamp()
-        if signal.exists() and signal.stat().st_mtime < started:
-            signal.unlink()  # left from an earlier cutover: it must not freeze this one unannounced
-            context.log.warning(f"removed a freeze signal older than this run: {signal}")
+        path = Path(config.freeze_signal) if config.freeze_signal else None
+        signal = cutover.freeze_signal(path, started, log=context.log.warning)
     try:
         return cutover.wait_for_freeze(signal, timeout_s=config.timeout_s, log=context.log.info)
     except cutover.CutoverError as err:
@@ -172,13 +168,10 @@ def export_to_sqlite(
     context: OpExecutionContext, config: RollbackConfig, migration: MigrationResource
 ) -> None:
     out = Path(config.out)
-    if out.resolve() == migration.settings.sqlite_path.resolve():
-        raise Failure(description=f"{out} is the app's own SQLite file: export to a new path")
-    template = migration.snapshot_path if migration.snapshot_path.is_file() else None
     with migration.connection() as conn:
         try:
-            result = rollback.export_sqlite(
-                conn, load_catalog(), out, template=template, include_quarantined=config.include_quarantined
+            result = rollback.export_configured(
+                conn, load_catalog(), migration.settings, out, include_quarantined=config.include_quarantined
             )
         except rollback.ExportError as err:
             raise Failure(description=str(err)) from err

@@ -1,0 +1,142 @@
+"""Configuration from the environment and ``.env.migration`` (the contract's "Configuration").
+
+In:  environment variables ``SQLITE_PATH``, ``PG_DSN``, ``PG_USER``, ``PG_PASSWORD``, ``PG_DATABASE``,
+     ``PG_HOST``, ``PG_PORT``, and the shrink guard's ``MAX_SHRINK_SHARE`` and ``ALLOW_SHRINK``; the same
+     keys from ``.env.migration`` in the working directory, where the real environment wins.
+Out: :class:`Settings`, whose ``repr``/``str`` never show the password; :func:`redact` removes a
+     password from any text (DSNs in error messages) before it is logged.
+Fails: :class:`ConfigError` with a message naming the bad variable (never its secret value).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dotenv import dotenv_values
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+ENV_FILE = ".env.migration"
+DEFAULT_SQLITE_PATH = "./data/twitter.db"
+DEFAULT_DATABASE = "twitter_analysis_db"
+DEFAULT_PORT = 5432
+# A load may remove at most this share of a non-empty table's rows (and never all of them) unless the
+# operator confirms it (see migration_pipeline.move.guard).
+DEFAULT_MAX_SHRINK_SHARE = 0.5
+ALL_TABLES = "*"
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing or malformed."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    sqlite_path: Path
+    database: str
+    # Connection parameters for an external server; None means "use the embedded PostgreSQL".
+    external_conninfo: str | None = field(default=None, repr=False)
+    max_shrink_share: float = DEFAULT_MAX_SHRINK_SHARE  # MAX_SHRINK_SHARE
+    allow_shrink: frozenset[str] = frozenset()  # ALLOW_SHRINK: tables confirmed to shrink, or {"*"}
+
+    @property
+    def embedded(self) -> bool:
+        return self.external_conninfo is None
+
+    def describe(self) -> str:
+        """A secret-free one-line description for logs and the UI."""
+        if self.embedded:
+            return f"embedded PostgreSQL, database {self.database}"
+        return redact(self.external_conninfo)
+
+    def __repr__(self) -> str:
+        return f"Settings(sqlite_path={str(self.sqlite_path)!r}, target={self.describe()!r})"
+
+
+def read_environment(environ: Mapping[str, str] | None = None, cwd: Path | None = None) -> dict[str, str]:
+    """The effective variables: ``.env.migration`` values overlaid by the real environment."""
+    environ = os.environ if environ is None else environ
+    env_file = (cwd or Path.cwd()) / ENV_FILE
+    values = {k: v for k, v in dotenv_values(env_file).items() if v is not None} if env_file.exists() else {}
+    values.update(environ)
+    return values
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """When a schedule runs (cron, UTC) and whether it starts running."""
+
+    cron: str
+    running: bool
+
+
+REVERIFY_CRON = "0 3 * * *"  # reverify_daily
+COMPACT_CRON = "17 * * * *"  # compact_change_log_hourly
+
+
+def schedule_setting(name: str, default_cron: str, env: Mapping[str, str] | None = None) -> Schedule:
+    """``<name>_CRON`` (default ``default_cron``) and ``<name>_SCHEDULE`` (``off``, ``false``, ``0`` or
+    ``stopped`` start it stopped), read like the other settings (``env``: default the environment)."""
+    env = read_environment() if env is None else env
+    stopped = env.get(f"{name}_SCHEDULE", "").lower() in ("off", "false", "0", "stopped")
+    return Schedule(env.get(f"{name}_CRON") or default_cron, not stopped)
+
+
+def parse_table_list(text: str | None) -> frozenset[str]:
+    """``ALLOW_SHRINK``'s value: comma-separated table names, or ``*`` / ``all`` for every table."""
+    names = frozenset(n.strip() for n in (text or "").split(",") if n.strip())
+    return frozenset({ALL_TABLES}) if names & {ALL_TABLES, "all"} else names
+
+
+def _shrink(env: Mapping[str, str]) -> dict:
+    share = env.get("MAX_SHRINK_SHARE") or str(DEFAULT_MAX_SHRINK_SHARE)
+    try:
+        max_share = float(share)
+    except ValueError:
+        max_share = -1.0
+    if not 0.0 <= max_share <= 1.0:
+        raise ConfigError(f"MAX_SHRINK_SHARE must be a share between 0 and 1 (0.5 = half), got {share!r}")
+    return {"max_shrink_share": max_share, "allow_shrink": parse_table_list(env.get("ALLOW_SHRINK"))}
+
+
+def load_settings(environ: Mapping[str, str] | None = None, cwd: Path | None = None) -> Settings:
+    env = read_environment(environ, cwd)
+    sqlite_path = Path(env.get("SQLITE_PATH") or DEFAULT_SQLITE_PATH)
+    shrink = _shrink(env)
+    if env.get("PG_DSN"):
+        try:
+            parts = conninfo_to_dict(env["PG_DSN"])
+        except Exception:  # psycopg's message may quote the DSN: never pass it on
+            raise ConfigError("PG_DSN is not a valid PostgreSQL connection string") from None
+        database = str(parts.get("dbname") or env.get("PG_DATABASE") or DEFAULT_DATABASE)
+        parts["dbname"] = database
+        return Settings(sqlite_path, database, make_conninfo(**parts), **shrink)
+    database = env.get("PG_DATABASE") or DEFAULT_DATABASE
+    if not env.get("PG_HOST"):
+        return Settings(sqlite_path, database, None, **shrink)
+    port = env.get("PG_PORT") or str(DEFAULT_PORT)
+    if not port.isdigit():
+        raise ConfigError(f"PG_PORT must be a port number, got {port!r}")
+    parts = {"host": env["PG_HOST"], "port": port, "dbname": database}
+    if env.get("PG_USER"):
+        parts["user"] = env["PG_USER"]
+    if env.get("PG_PASSWORD"):
+        parts["password"] = env["PG_PASSWORD"]
+    return Settings(sqlite_path, database, make_conninfo(**parts), **shrink)
+
+
+_PASSWORD_PATTERNS = (
+    re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE),
+    re.compile(r"(://[^:/@\s]*:)([^@\s]*)(@)"),
+)
+
+
+def redact(text: str | None) -> str:
+    """``text`` with any password (conninfo ``password=...`` or URI ``user:pw@``) replaced by ``***``."""
+    if not text:
+        return ""
+    text = _PASSWORD_PATTERNS[0].sub(r"\1***", text)
+    return _PASSWORD_PATTERNS[1].sub(r"\1***\3", text)
