@@ -60,20 +60,15 @@ def _migrate(source: str, database: str, snapshot: str) -> None:
 
 
 def _check(database: str, snapshot: str, table: str, group: str) -> None:
-    """Time the checks of one group of one table (what one Dagster check step runs)."""
-    from migration_pipeline.prove import behaviour, proof
+    """Time the checks of one step of one table (what one Dagster check step runs)."""
+    from migration_pipeline.prove import checks
 
     catalog = load_catalog()
     with connect(Settings(Path("unused"), database)) as conn:
-        if group == "app":
-            for check in (c for c in behaviour.CHECKS if c.table == table):
-                start = time.perf_counter()
-                ((_, outcome),) = behaviour.run(conn, catalog, Path(snapshot), {check.name})
-                print(f"{check.name}\t{time.perf_counter() - start:.2f}\t{outcome.passed}")
-            return
-        for check in proof.groups(catalog, table)[group]:
+        by_step = {(t, step): selected for t, step, selected in checks.steps(catalog)}
+        for check in by_step.get((table, group), ()):
             start = time.perf_counter()
-            outcome = check.run(conn, catalog, table, Path(snapshot))
+            (outcome,) = checks.run(conn, catalog, Path(snapshot), [(table, check)])
             print(f"{check.name}\t{time.perf_counter() - start:.2f}\t{outcome.passed}")
 
 
@@ -82,7 +77,7 @@ def _parallel_checks(database: str, snapshot: Path, table: str) -> tuple[float, 
     multiprocess executor does (longest step, the JSON comparison, first)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from migration_pipeline.prove import proof
+    from migration_pipeline.prove import checks
 
     def step(group: str) -> str:
         args = ["--phase", "check", "--database", database, "--snapshot", str(snapshot), "--group", group]
@@ -90,7 +85,8 @@ def _parallel_checks(database: str, snapshot: Path, table: str) -> tuple[float, 
             [sys.executable, __file__, *args], capture_output=True, text=True, check=True
         ).stdout
 
-    groups = sorted([*proof.groups(load_catalog(), table), "app"], key=lambda g: g != "json")
+    here = [name for t, name, _ in checks.steps(load_catalog()) if t == table]
+    groups = sorted(here, key=lambda g: g != "json")
     start = time.perf_counter()
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
         outputs = list(pool.map(step, groups))

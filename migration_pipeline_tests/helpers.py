@@ -13,7 +13,7 @@ from migration_pipeline.move.json_rules import parse_exact
 from migration_pipeline.move.load import load_all
 from migration_pipeline.move.source import Snapshot, take_snapshot
 from migration_pipeline.prove import behaviour, proof
-from migration_pipeline.prove.behaviour import comparable_row as converted  # noqa: F401 (used by tests)
+from migration_pipeline.prove.query_parity import comparable_row as converted  # noqa: F401 (used by tests)
 
 
 def migrate(conn, catalog, source: Path, run_id: str, workdir: Path):

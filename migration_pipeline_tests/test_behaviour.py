@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from migration_pipeline.prove import behaviour
+from migration_pipeline.prove import app_queries, behaviour
 
 from .helpers import migrate, silently
 
@@ -81,7 +81,7 @@ def test_full_text_parity_holds_for_words_that_stem_alike(conn, catalog, tmp_pat
 
 
 def test_full_text_parity_on_a_slice_of_a_larger_table(conn, catalog, proven, monkeypatch):
-    monkeypatch.setattr(behaviour, "FTS_SLICE", 500)
+    monkeypatch.setattr(app_queries, "FTS_SLICE", 500)
     fts = outcomes(conn, catalog, proven)["app_full_text_search"]
     assert fts.passed, fts.problems
     assert fts.metadata["compared_up_to_key"] is not None and 0 < fts.metadata["answer_size"] < 500

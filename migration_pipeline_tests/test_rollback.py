@@ -21,8 +21,9 @@ from migration_pipeline.connect.target import apply_schema
 from migration_pipeline.move import audit, checksums
 from migration_pipeline.move.convert import convert_json, convert_timestamp
 from migration_pipeline.move.source import file_sha256
-from migration_pipeline.switch import rollback
-from migration_pipeline.switch.rollback import ExportError, compact_json, export_sqlite, format_timestamp
+from migration_pipeline.switch import rollback, sqlite_values
+from migration_pipeline.switch.rollback import ExportError, export_sqlite
+from migration_pipeline.switch.sqlite_values import compact_json, format_timestamp
 
 from .helpers import fingerprint, migrate
 
@@ -371,6 +372,52 @@ def pg(server):
         yield conn
 
 
+SQLITE, ISO = sqlite_values.SQLITE_HABIT, sqlite_values.ISO_HABIT
+
+
+@pytest.mark.parametrize(
+    ("kind", "postgres", "habit", "app"),
+    [
+        # booleans as the app stores them: 1/0 (app_writer: is_reply = randint(0, 1))
+        ("boolean", "true", SQLITE, 1),
+        ("boolean", "false", SQLITE, 0),
+        ("integer", "-2147483648", SQLITE, -(2**31)),
+        ("integer", "42", SQLITE, 42),
+        ("text", "héllo, wörld\n", SQLITE, "héllo, wörld\n"),
+        ("text", "", SQLITE, ""),
+        # timestamps in UTC in the column's habit: DEFAULT CURRENT_TIMESTAMP's, or toISOString()'s
+        ("timestamptz", "2024-03-05 19:21:09+02", SQLITE, "2024-03-05 17:21:09"),
+        ("timestamptz", "2024-03-05 17:21:09+00", ISO, "2024-03-05T17:21:09.000Z"),
+        ("timestamptz", "2024-03-05 17:21:09.123+00", ISO, "2024-03-05T17:21:09.123Z"),
+        ("timestamptz", "2024-03-05 17:21:09.5+00", SQLITE, "2024-03-05T17:21:09.500Z"),  # digits kept
+        ("timestamptz", "2024-03-05 17:21:09.123456+00", ISO, "2024-03-05T17:21:09.123456Z"),
+        ("timestamptz", "1000-01-02 00:00:00+00", SQLITE, "1000-01-02 00:00:00"),
+        ("timestamptz", "infinity", SQLITE, None),  # no app form holds it: the export keeps the text
+        # JSON.stringify's compact text (app_writer: '{"likes":3}'); jsonb's own key order and digits
+        ("jsonb", '{"likes": 3}', SQLITE, '{"likes":3}'),
+        ("jsonb", '{"followers": 10, "bio": "x, y: z"}', SQLITE, '{"bio":"x, y: z","followers":10}'),
+        ("jsonb", '[1.50, null, true, "a b", {"k": []}]', SQLITE, '[1.50,null,true,"a b",{"k":[]}]'),
+        ("jsonb", '{"q\\"": "\\\\ \\u00e9"}', SQLITE, '{"q\\"":"\\\\ é"}'),
+        ("jsonb", "1.0", SQLITE, "1.0"),
+        ("jsonb", '"text"', SQLITE, '"text"'),
+    ],
+)
+def test_each_postgresql_value_as_the_app_writes_it(pg, kind, postgres, habit, app):
+    """The pure rules back, value by value: PostgreSQL's value, read as the export reads it, in the
+    form the app itself writes to SQLite."""
+    read = sql.SQL("SELECT " + sqlite_values.read_as(kind)).format(sql.SQL(f"%s::{kind}"))
+    value = pg.execute(read, (postgres,)).fetchone()[0]
+    rule = sqlite_values.writer_for(kind, habit)
+    assert (value if rule is None else rule(value)) == app
+    assert pg.execute(read, (None,)).fetchone()[0] is None  # NULL stays NULL, no rule applied
+
+
+def test_the_habit_a_column_mostly_follows():
+    assert sqlite_values.habit_of(["2024-03-05 17:21:09", "2024-03-05T17:21:09.000Z", "x"]) == SQLITE
+    assert sqlite_values.habit_of(["2024-03-05T17:21:09.000Z", "2024-03-05T17:21:09Z"]) == ISO
+    assert sqlite_values.habit_of([]) == SQLITE
+
+
 @pytest.fixture(scope="module")
 def app_column():
     """Store a value in an app-declared SQLite column and read it back, affinity applied."""
@@ -436,12 +483,12 @@ _zones = st.integers(-14 * 60, 14 * 60).map(lambda m: timezone(timedelta(minutes
 @settings(max_examples=100)
 @given(
     moment=st.datetimes(datetime(1000, 1, 2), datetime(9998, 12, 30), timezones=_zones),
-    habit=st.sampled_from([rollback.SQLITE_HABIT, rollback.ISO_HABIT]),
+    habit=st.sampled_from([sqlite_values.SQLITE_HABIT, sqlite_values.ISO_HABIT]),
 )
 def test_timestamptz_exported_then_converted_is_the_same_instant(pg, app_column, moment, habit):
     rendered = pg.execute("SELECT %s::timestamptz::text", (moment,)).fetchone()[0]
     text = format_timestamp(rendered, habit)
-    if moment.microsecond == 0 and habit == rollback.SQLITE_HABIT:
+    if moment.microsecond == 0 and habit == sqlite_values.SQLITE_HABIT:
         assert PLAIN.fullmatch(text)
     else:
         assert ISO_MS_OR_US.fullmatch(text) and len(text) == (24 if moment.microsecond % 1000 == 0 else 27)

@@ -1,5 +1,5 @@
-"""Prove, wired: the asset checks (multi-checks per table, one step each, built from proof.CHECKS and
-behaviour.CHECKS), the checks-only ``reverify`` job and its ``reverify_daily`` schedule.
+"""Prove, wired: the asset checks (one multi-check per table and step, built from the one registry,
+prove/checks.py), the checks-only ``reverify`` job and its ``reverify_daily`` schedule.
 
 REVERIFY_CRON (default ``0 3 * * *``, UTC) sets when; REVERIFY_SCHEDULE=off starts it stopped.
 Both are read like the other settings (environment, then .env.migration)."""
@@ -20,14 +20,15 @@ from dagster import (
     multi_asset_check,
 )
 
-from ..catalog import TableSpec, load_catalog
+from ..catalog import load_catalog
 from ..connect.settings import REVERIFY_CRON, schedule_setting
-from ..prove import behaviour, proof
+from ..prove import checks
+from ..prove.outcome import Outcome
 from .connect import MigrationResource
 from .move import target_key
 
 
-def _metadata(outcome: proof.Outcome) -> dict:
+def _metadata(outcome: Outcome) -> dict:
     flat = {}
     for key, value in outcome.metadata.items():
         if value is None:
@@ -37,23 +38,24 @@ def _metadata(outcome: proof.Outcome) -> dict:
     return flat
 
 
-def _multi_check(table: str, step: str, checks, evaluate) -> AssetChecksDefinition:
-    """One step that evaluates ``checks`` (each with name, description, blocking) of ``table``'s asset;
-    ``evaluate(conn, selected names)`` returns their proof.Outcome list."""
+def step_checks(table: str, step: str, selected: tuple[checks.Check, ...]) -> AssetChecksDefinition:
+    """One step that evaluates ``selected`` (checks of the registry) on ``table``'s asset."""
     key = target_key(table)
-    blocking = {c.name: c.blocking for c in checks}
+    blocking = {c.name: c.blocking for c in selected}
 
     @multi_asset_check(
         specs=[
-            AssetCheckSpec(c.name, asset=key, blocking=c.blocking, description=c.description) for c in checks
+            AssetCheckSpec(c.name, asset=key, blocking=c.blocking, description=c.description)
+            for c in selected
         ],
-        name=step,
+        name=f"{table}_{step}_checks",
         can_subset=True,
     )
     def _checks(context: AssetCheckExecutionContext, migration: MigrationResource):
-        selected = {k.name for k in context.selected_asset_check_keys}
+        names = {k.name for k in context.selected_asset_check_keys}
+        chosen = [(table, c) for c in selected if c.name in names]
         with migration.connection() as conn:
-            outcomes = evaluate(conn, migration.snapshot_path, selected)
+            outcomes = checks.run(conn, load_catalog(), migration.snapshot_path, chosen)
         for outcome in outcomes:
             log = context.log.error if blocking[outcome.name] else context.log.warning
             for problem in outcome.problems:
@@ -70,39 +72,9 @@ def _multi_check(table: str, step: str, checks, evaluate) -> AssetChecksDefiniti
     return _checks
 
 
-def table_checks(spec: TableSpec, group: str, checks: tuple[proof.CheckDef, ...]) -> AssetChecksDefinition:
-    """The proof of one table (one group of its checks)."""
-    return _multi_check(
-        spec.name,
-        f"{spec.name}_{group}_checks",
-        checks,
-        lambda conn, snapshot, selected: proof.run(conn, load_catalog(), spec.name, snapshot, selected),
-    )
-
-
-def app_checks(table: str, checks: tuple[behaviour.AppCheck, ...]) -> AssetChecksDefinition:
-    """The app's queries and constraint probes (behaviour parity) that read ``table``, run after it."""
-    return _multi_check(
-        table,
-        f"{table}_app_checks",
-        checks,
-        lambda conn, snapshot, selected: [
-            o for _, o in behaviour.run(conn, load_catalog(), snapshot, selected)
-        ],
-    )
-
-
 def target_checks() -> list[AssetChecksDefinition]:
-    catalog = load_catalog()
-    per_table = [
-        table_checks(spec, group, checks)
-        for spec in catalog.tables
-        for group, checks in proof.groups(catalog, spec.name).items()
-    ]
-    by_table: dict[str, tuple[behaviour.AppCheck, ...]] = {}
-    for check in behaviour.CHECKS:
-        by_table[check.table] = (*by_table.get(check.table, ()), check)
-    return [*per_table, *(app_checks(table, checks) for table, checks in by_table.items())]
+    """The registry's checks (prove/checks.py) as Dagster asset checks, one multi-check per table and step."""
+    return [step_checks(table, step, selected) for table, step, selected in checks.steps(load_catalog())]
 
 
 reverify_job = define_asset_job(

@@ -4,8 +4,9 @@ In:  a connection and a table name.
 Out: :func:`schema_problems` applies the DDL of ``schema/`` into a scratch schema inside a transaction
      that is rolled back, describes both tables the same way from PostgreSQL's catalog (columns, types,
      NOT NULL, defaults, constraints, indexes) and lists every difference; :func:`sequence_problems`
-     checks that each SERIAL sequence would hand out an id past the column's current maximum. So the
-     DDL files stay the single source of truth: nothing about the expected schema is restated here.
+     checks that each SERIAL sequence would hand out an id past the column's current maximum;
+     :func:`schema_conforms` is the check over both. So the DDL files stay the single source of truth:
+     nothing about the expected schema is restated here.
 Fails: psycopg errors propagate.
 """
 
@@ -15,6 +16,7 @@ import psycopg
 from psycopg import sql
 
 from ..catalog import Catalog, TableSpec
+from .outcome import Outcome, Subject
 
 SCRATCH = "_schema_expected"
 
@@ -99,3 +101,12 @@ def sequence_problems(conn: psycopg.Connection, spec: TableSpec) -> tuple[list[s
                 f"sequence {sequence} would hand out {next_value}, but {column} already reaches {top}"
             )
     return problems, numbers
+
+
+def schema_conforms(s: Subject) -> Outcome:
+    problems, compared = schema_problems(s.conn, s.catalog, s.table)
+    seq_problems, sequences = sequence_problems(s.conn, s.catalog.table(s.table))
+    metadata = {"compared": compared, "sequences": sequences}
+    return Outcome(
+        "schema_conforms", not (problems or seq_problems), metadata, tuple(problems + seq_problems)
+    )

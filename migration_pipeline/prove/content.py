@@ -1,26 +1,25 @@
-"""Content parity beyond the checksum: where two sides differ, and every JSON value against its source.
+"""Content parity: the stored rows' checksum against the loaded rows' (checksums.py), and where they differ.
 
-In:  the target, a source snapshot and a table spec (the checksum itself is checksums.py's).
-Out: :func:`content_diff` names the first keys and columns where the target differs from a snapshot
-     (staged again with the load's own conversion, stage.py); :func:`json_fidelity` compares every stored
-     jsonb value with the source JSON text.
+In:  the target, a source snapshot and a table spec.
+Out: :func:`content_parity`, the check: the checksum the load recorded, moved by the app's logged writes,
+     against the checksum of the rows stored now; on a mismatch :func:`content_diff` names the first keys
+     and columns where the target differs from the snapshot (staged again with the load's own
+     conversion, stage.py). :func:`after_finalize`: what a content check reports once the source no
+     longer describes the table.
 Fails: psycopg errors propagate.
 """
 
 from __future__ import annotations
 
-import math
-import os
-
 import psycopg
 from psycopg import sql
 
 from ..catalog import Catalog, TableSpec
-from ..move import audit, changes
-from ..move.convert import Rejected, converter_for
+from ..move import audit, changes, checksums, phase
 from ..move.quarantine import Spool, create_stage
 from ..move.source import Snapshot
 from ..move.stage import plan_columns, stage_rows
+from .outcome import Outcome, Subject
 
 
 def _staged_source(conn, snapshot: Snapshot, catalog: Catalog, spec: TableSpec, run_id: str | None):
@@ -96,118 +95,70 @@ def content_diff(
     return [{"key": key, "difference": what, "columns": cols} for key, what, cols in rows]
 
 
-_UNLOADABLE = object()
+def after_finalize(conn, name: str, table: str, *, or_rebased: bool = False) -> Outcome | None:
+    """After finalize the content is the app's: a content check says what it last proved, and passes.
+    With ``or_rebased``, the same once the table is proven against a baseline recorded from PostgreSQL
+    (after resuming the change log), which the source no longer describes."""
+    now = phase.current(conn)
+    base = audit.proof_baseline(conn, table) or {}
+    rebased = or_rebased and base and not base["why"].startswith("load")
+    if now.name != phase.FINALIZED and not rebased:
+        return None
+    return Outcome(
+        name,
+        True,
+        {
+            **now.as_metadata(),
+            "compared_with_source": False,
+            "baseline": {k: str(v) for k, v in base.items()},
+        },
+        (),
+    )
 
 
-def _json_text(value: object) -> object:
-    """A source JSON value as the text the load stored (see convert.convert_json), or _UNLOADABLE
-    for values whose row the load must have quarantined (BLOBs, invalid UTF-8, NUL, non-finite numbers)."""
-    if value is None or (type(value) is str and "\x00" not in value):
-        return value
-    if type(value) is int:
-        return str(value)
-    if type(value) is float and math.isfinite(value):
-        return repr(value)
-    return _UNLOADABLE
-
-
-def _sql_json_type(text: sql.Composable) -> sql.Composable:
-    """The JSON type of valid JSON text, from its first non-blank character (RFC 8259's grammar)."""
-    return sql.SQL(
-        "CASE WHEN {t} IS NULL THEN NULL ELSE CASE left(ltrim({t}, E' \\t\\n\\r'), 1) WHEN '{{' THEN 'object'"
-        " WHEN '[' THEN 'array' WHEN '\"' THEN 'string' WHEN 't' THEN 'boolean' WHEN 'f' THEN 'boolean'"
-        " WHEN 'n' THEN 'null' ELSE 'number' END END"
-    ).format(t=text)
-
-
-def json_fidelity(
-    conn: psycopg.Connection, snapshot: Snapshot, spec: TableSpec, run_id: str | None, limit: int = 10
-) -> dict:
-    """Every jsonb value of the table against its source JSON text: equal as JSON (same structure,
-    numbers, unicode) and of the JSON type of that text (validated by the load's strict parse: rows
-    that failed it are not in the table, so they are not compared). Reads only."""
-    json_columns = [c.name for c in spec.columns if c.kind == "jsonb"]
-    present = set(snapshot.columns(spec.name)) if snapshot.has_table(spec.name) else set()
-    json_columns = [c for c in json_columns if c in present]
-    outcome = {"columns": json_columns, "compared": 0, "mismatches": []}
-    if not json_columns or len(spec.primary_key) != 1:
-        return outcome
-    pk = spec.primary_key[0]
-    n = range(len(json_columns))
-    with conn.transaction(force_rollback=True):
-        source_columns = ", ".join(f"s{i} text" for i in n)
-        # An unlogged table, not a temporary one: PostgreSQL can scan and join it with parallel workers.
-        # Created inside this rolled-back transaction, it never outlives the check.
-        source = sql.Identifier("migration_audit", f"_json_source_{os.getpid()}")
-        conn.execute(sql.SQL("CREATE UNLOGGED TABLE {} (k text, {})").format(source, sql.SQL(source_columns)))
-        # the rows the load quarantined are left out by rowid: a key can be shared with a loaded row
-        quarantined = audit.rejected_rowids(conn, spec.name, run_id)
-        key_of = converter_for(spec.column(pk).kind, spec.column(pk).max_length)
-        with conn.cursor() as cur, cur.copy(sql.SQL("COPY {} FROM STDIN").format(source)) as copy:
-            for batch in snapshot.stream(spec.name, [pk, *json_columns]):
-                for row in batch:
-                    texts = [_json_text(v) for v in row[2:]]
-                    if row[0] in quarantined or _UNLOADABLE in texts:
-                        continue  # not in the target
-                    try:
-                        key = key_of(row[1])  # the key as the target holds it
-                    except Rejected:
-                        continue
-                    copy.write_row([str(key), *texts])
-        conn.execute(sql.SQL("ANALYZE {}").format(source))  # row count for the planner: a parallel join
-        value_ok = [
-            sql.SQL("t.{c} IS NOT DISTINCT FROM s.s{i}::jsonb").format(c=sql.Identifier(c), i=sql.SQL(str(i)))
-            for i, c in enumerate(json_columns)
-        ]
-        type_ok = [
-            sql.SQL("jsonb_typeof(t.{c}) IS NOT DISTINCT FROM {typ}").format(
-                c=sql.Identifier(c), typ=_sql_json_type(sql.SQL("s.s{}").format(sql.SQL(str(i))))
-            )
-            for i, c in enumerate(json_columns)
-        ]
-        flags = sql.SQL(", ").join(
-            sql.SQL("{} AS v{i}, {} AS t{i}").format(v, y, i=sql.SQL(str(i)))
-            for i, (v, y) in enumerate(zip(value_ok, type_ok, strict=True))
+def content_parity(s: Subject) -> Outcome:
+    conn, table = s.conn, s.table
+    if (done := after_finalize(conn, "content_parity", table)) is not None:
+        return done
+    base = audit.proof_baseline(conn, table)
+    if not base or not base.get("checksum"):
+        return Outcome("content_parity", False, {}, (f"no checksum recorded for a load of {table}",))
+    loaded = checksums.Checksum.parse(base["checksum"])
+    app = changes.summary(conn, table)  # what the app changed since, from the change log
+    now = phase.current(conn)
+    unexplained = changes.explain(table, changes.unexplained(conn, table), now)
+    expected = checksums.Checksum(
+        loaded.rows + app.added - app.removed,
+        loaded.total + app.added_hash - app.removed_hash,
+        loaded.columns,
+    )
+    actual = checksums.table_checksum(conn, table, expected.columns)
+    metadata = {
+        "run_id": base["run_id"],
+        "baseline": base["why"],
+        "phase": now.name,
+        "source_rows_checksum": str(loaded),
+        "app_changes": {"added": app.added, "removed": app.removed},
+        "expected_checksum": str(expected),
+        "target_checksum": str(actual),
+        "source_rows": expected.rows,
+        "target_rows": actual.rows,
+    }
+    if (actual.rows, actual.total) == (expected.rows, expected.total) and not unexplained:
+        return Outcome("content_parity", True, metadata)
+    problems = list(unexplained)
+    if (actual.rows, actual.total) != (expected.rows, expected.total):
+        problems.append(
+            f"target checksum {actual.rows}/{actual.total} != {'loaded source rows' if base['why'].startswith('load') else 'baseline'}"
+            f"{' + app changes' if app.added or app.removed else ''} {expected.rows}/{expected.total}"
         )
-        all_ok = sql.SQL(" AND ").join(sql.SQL("v{i} AND t{i}").format(i=sql.SQL(str(i))) for i in n)
-        # rows the app changed since the load are not compared with the source (see changes.py)
-        joined = sql.SQL("{source} s JOIN {t} t ON t.{pk}::text = s.k WHERE s.k NOT IN ({changed})").format(
-            source=source,
-            t=sql.Identifier(spec.name),
-            pk=sql.Identifier(pk),
-            changed=changes.changed_keys_sql(spec.name),
-        )
-        every_ok = sql.SQL(" AND ").join([*value_ok, *type_ok])
-        # One parallel pass for the verdict; the details only when something differs.
-        rows, bad = conn.execute(
-            sql.SQL("SELECT count(*), count(*) FILTER (WHERE NOT ({})) FROM {}").format(every_ok, joined)
-        ).fetchone()
-        first = None
-        if bad:
-            # A key the source holds twice (the later copy was quarantined) passes if one copy matches.
-            bad, first = conn.execute(
-                sql.SQL(
-                    "WITH cmp AS MATERIALIZED (SELECT s.k, {flags} FROM {joined}),"
-                    " bad AS (SELECT * FROM cmp c WHERE NOT ({all_ok}) AND NOT EXISTS"
-                    "  (SELECT 1 FROM cmp o WHERE o.k = c.k AND ({all_ok_o})))"
-                    " SELECT (SELECT count(*) FROM bad),"
-                    " (SELECT json_agg(to_jsonb(b)) FROM (SELECT * FROM bad ORDER BY k LIMIT %s) b)"
-                ).format(
-                    flags=flags,
-                    joined=joined,
-                    all_ok=all_ok,
-                    all_ok_o=sql.SQL(" AND ").join(
-                        sql.SQL("o.v{i} AND o.t{i}").format(i=sql.SQL(str(i))) for i in n
-                    ),
-                ),
-                (limit,),
-            ).fetchone()
-    outcome["compared"] = rows * len(json_columns)
-    outcome["mismatched"] = bad
-    outcome["mismatches"] = [
-        {"key": m["k"], "column": c, "value_differs": not m[f"v{i}"], "type_differs": not m[f"t{i}"]}
-        for m in first or []
-        for i, c in enumerate(json_columns)
-        if not (m[f"v{i}"] and m[f"t{i}"])
-    ]
-    return outcome
+    snapshot_path = s.snapshot_path
+    if snapshot_path is not None and snapshot_path.is_file() and base["why"].startswith("load"):
+        load = audit.latest_load(conn, table)
+        with Snapshot(snapshot_path) as snap:
+            diff = content_diff(conn, snap, s.catalog, s.catalog.table(table), load["run_id"])
+        metadata["first_differences"] = diff
+        problems += [
+            f"{d['key']}: {d['difference']} {', '.join(d['columns'] or [])}".strip() for d in diff[:3]
+        ]
+    return Outcome("content_parity", False, metadata, tuple(problems))

@@ -4,7 +4,7 @@ In:  a connection, the snapshot, a table spec and a sample size.
 Out: :func:`compare_sample` takes the first rows of the table by key, renders their jsonb as text in
      PostgreSQL, parses both that text and the source JSON text in Python and compares them type-strictly
      (true is not 1, "1" is not 1, object keys and array order count; numbers compare by value). The full
-     per-row comparison (content.json_fidelity) parses both sides with PostgreSQL's parser; this sample
+     per-row comparison (jsonb.json_fidelity) parses both sides with PostgreSQL's parser; this sample
      makes sure that parser itself did not change structure, numbers or unicode.
 Fails: psycopg errors propagate. Reads only.
 """

@@ -1,8 +1,9 @@
-"""Constraint probes: violating writes the target must refuse, tried in rolled-back transactions.
+"""The refusals: violating writes the target must refuse, tried in rolled-back transactions.
 
-In:  a connection to the target (plus the catalog and snapshot, unused, to share the app checks' shape).
-Out: an :class:`~migration_pipeline.prove.proof.Outcome` per probe: passed when every attempted write failed with
-     the expected error (UNIQUE, FOREIGN KEY, CHECK), with the errors seen as metadata.
+In:  a :class:`~migration_pipeline.prove.outcome.Subject` (only its connection is used).
+Out: an :class:`~migration_pipeline.prove.outcome.Outcome` per probe (checks.py registers them): passed when
+     every attempted write failed with the expected error (UNIQUE, FOREIGN KEY, CHECK), with the errors
+     seen as metadata.
 Fails: psycopg errors other than the expected ones are reported as problems; nothing is left written.
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import psycopg
 
-from .proof import Outcome
+from .outcome import Outcome, Subject
 
 
 def _refused(name: str, conn, attempts: list[tuple[str, tuple, type[psycopg.Error]]]) -> Outcome:
@@ -30,7 +31,8 @@ def _refused(name: str, conn, attempts: list[tuple[str, tuple, type[psycopg.Erro
     return Outcome(name, not problems, {"refused": seen}, tuple(problems))
 
 
-def refuses_duplicate_username(conn, catalog, snapshot) -> Outcome:
+def refuses_duplicate_username(s: Subject) -> Outcome:
+    conn = s.conn
     existing = conn.execute("SELECT username FROM users ORDER BY id LIMIT 1").fetchone()
     statement = "INSERT INTO users (id, username) VALUES ('__probe_user__', %s)"
     if existing is None:
@@ -42,12 +44,13 @@ def refuses_duplicate_username(conn, catalog, snapshot) -> Outcome:
     )
 
 
-def refuses_orphan_tweet(conn, catalog, snapshot) -> Outcome:
+def refuses_orphan_tweet(s: Subject) -> Outcome:
     statement = "INSERT INTO tweets (id, user_id, text, created_at) VALUES ('__probe__', '__no_such_user__', 'x', now())"
-    return _refused("refuses_orphan_tweet", conn, [(statement, (), psycopg.errors.ForeignKeyViolation)])
+    return _refused("refuses_orphan_tweet", s.conn, [(statement, (), psycopg.errors.ForeignKeyViolation)])
 
 
-def refuses_bad_job_status(conn, catalog, snapshot) -> Outcome:
+def refuses_bad_job_status(s: Subject) -> Outcome:
+    conn = s.conn
     attempt = (
         "INSERT INTO analysis_queue (user_id, status, total_chunks) VALUES ('__probe_user__', 'bogus', 1)"
     )

@@ -1,7 +1,8 @@
 """A verification report an operator can attach to a change ticket (Markdown).
 
 In:  a connection to the target, the catalog and the snapshot the tables were loaded from.
-Out: :func:`build` runs every check of every table (proof.run) and :func:`render` writes them as
+Out: :func:`build` runs every check of every table (proof.run, from the registry of checks.py) and
+     :func:`render` writes them, with each check's description and blocking from that registry, as
      Markdown: a summary table, then each table's checks with the numbers they compared.
      :func:`keep` stores a report's Markdown under ``.local/reports/``.
      ``python -m migration_pipeline.prove.report [--out FILE]`` does it with the configured settings.
@@ -22,19 +23,19 @@ from ..catalog import Catalog, load_catalog
 from ..connect.local_postgres import state_dir
 from ..move import audit
 from ..move.phase import current as phase_of
-from . import proof
+from . import checks, proof
+from .outcome import Outcome
 
 
 @dataclass(frozen=True)
 class TableReport:
     table: str
     load: dict | None
-    outcomes: tuple[proof.Outcome, ...]
+    outcomes: tuple[Outcome, ...]
 
     @property
     def blocking_failures(self) -> list[str]:
-        blocking = {c.name for c in proof.CHECKS if c.blocking}
-        return [o.name for o in self.outcomes if o.name in blocking and not o.passed]
+        return [o.name for o in self.outcomes if checks.BY_NAME[o.name].blocking and not o.passed]
 
 
 def build(conn: psycopg.Connection, catalog: Catalog, snapshot_path: Path | None) -> list[TableReport]:
@@ -71,13 +72,12 @@ def render(reports: list[TableReport], *, target: str, snapshot: str | None, pha
             f"| {r.table} | {load.get('run_id', '-')} | {load.get('source_rows', '-')} | {load.get('loaded_rows', '-')}"
             f" | {load.get('rejected_rows', '-')} | {passed}/{len(r.outcomes)} | {failing} |"
         )
-    descriptions = {c.name: (c.description, c.blocking) for c in proof.CHECKS}
     for r in reports:
         lines += ["", f"## {r.table}", ""]
         for o in r.outcomes:
-            description, blocking = descriptions[o.name]
-            mark = "PASS" if o.passed else ("FAIL" if blocking else "WARN")
-            lines.append(f"- **{mark}** `{o.name}`: {description}")
+            check = checks.BY_NAME[o.name]
+            mark = "PASS" if o.passed else ("FAIL" if check.blocking else "WARN")
+            lines.append(f"- **{mark}** `{o.name}`: {check.description}")
             for problem in o.problems:
                 lines.append(f"  - {problem}")
             lines.append(f"  - numbers: `{_numbers(o.metadata)}`")

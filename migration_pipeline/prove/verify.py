@@ -1,10 +1,11 @@
-"""Verification of a migrated table against its recorded load (the numbers asset checks compare).
+"""Counts, integrity and quarantine: a migrated table against its recorded load.
 
 In:  a connection to the target and a table name.
 Out: :func:`conservation` returns the latest ``table_loads`` numbers of the table, the rows quarantined
      by that load as found in ``rejected_rows``, the rows in the table now, and whether they agree;
      :func:`orphans` counts rows referencing no parent, per foreign key; :func:`quarantined_by_reason`
-     summarises the latest load's quarantine.
+     summarises the latest load's quarantine. The checks over them (checks.py registers them):
+     :func:`rows_conserved`, :func:`referential_integrity`, :func:`quarantine`.
 Fails: psycopg errors propagate.
 """
 
@@ -17,6 +18,7 @@ from psycopg import sql
 
 from ..catalog import Catalog
 from ..move import audit, changes, phase
+from .outcome import Outcome, Subject
 
 
 @dataclass(frozen=True)
@@ -146,3 +148,33 @@ def quarantined_by_reason(conn: psycopg.Connection, table: str, limit: int = 50)
         "groups": rows[0][3] if rows else 0,
         "by_reason": {r[0]: r[1] for r in rows[:limit]},
     }
+
+
+def rows_conserved(s: Subject) -> Outcome:
+    found = conservation(s.conn, s.table)
+    return Outcome("rows_conserved", not found.problems, found.as_metadata(), tuple(found.problems))
+
+
+def referential_integrity(s: Subject) -> Outcome:
+    found = orphans(s.conn, s.catalog, s.table)
+    problems = tuple(
+        f"{fk}: {n['orphans']} orphan rows, e.g. {n['first_keys']}" for fk, n in found.items() if n["orphans"]
+    )
+    return Outcome("referential_integrity", not problems, {"foreign_keys": found}, problems)
+
+
+def quarantine(s: Subject) -> Outcome:
+    found = quarantined_by_reason(s.conn, s.table)
+    total, groups, listed = found["total"], found["groups"], len(found["by_reason"])
+    return Outcome(
+        "quarantine",
+        total == 0,
+        {
+            "quarantined_rows": total,
+            "quarantined_rows_listed": sum(found["by_reason"].values()),
+            "reason_groups": groups,
+            "by_reason": found["by_reason"],
+        },
+        (f"{total} rows quarantined in {groups} reason groups"
+         + (f" (the largest {listed} listed)" if listed < groups else ""),) if total else (),
+    )  # fmt: skip

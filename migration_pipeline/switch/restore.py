@@ -1,0 +1,98 @@
+"""The rows the latest load quarantined, put back into the rollback export with their original values.
+
+In:  a connection to the target (``migration_audit.rejected_rows``, whose ``raw_row`` holds each row as
+     SQLite held it, audit.raw_row_json) and the SQLite file being written.
+Out: :func:`quarantined_rows` (a table's quarantined rows, decoded, in SQLite's key order) and :func:`put_back`
+     (inserts them after PostgreSQL's rows; a row that cannot go in, its key now PostgreSQL's, is skipped
+     with why).
+Fails: psycopg and sqlite3 errors other than a refused row propagate.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import sqlite3
+
+import psycopg
+
+from ..catalog import TableSpec
+from ..move import audit
+from ..move.convert import InvalidText
+from ..move.source import quote
+
+
+def _original(value: object) -> object:
+    """A raw_row value (audit.raw_row_json) as SQLite held it."""
+    if not isinstance(value, dict):
+        return value
+    if "$float" in value:
+        return float(value["$float"])
+    raw = base64.b64decode(value["$base64"])
+    if value.get("$storage") == "blob":
+        return raw
+    try:
+        return raw.decode("utf-8")  # TEXT holding a NUL
+    except UnicodeDecodeError:
+        return InvalidText(raw)  # TEXT that is not UTF-8: bound through CAST(? AS TEXT)
+
+
+def _int64_or_real(text: str) -> int | float:
+    number = int(text)  # jsonb writes a large REAL (1e300) without exponent; SQLite integers are 64-bit
+    return number if -(2**63) <= number < 2**63 else float(text)
+
+
+def _order(value: object) -> tuple:
+    """SQLite's order of values (NULL, numbers, TEXT by bytes, BLOB), for the restored rows' keys."""
+    if value is None:
+        return (0, 0)
+    if isinstance(value, int | float):
+        return (1, value)
+    if isinstance(value, str):
+        return (2, value.encode("utf-8", "surrogatepass"))
+    return (3 if not isinstance(value, InvalidText) else 2, bytes(value))
+
+
+def _rowid(source_key: str | None) -> int:
+    """The rowid a source_key names for a row without a usable key (``rowid:N``), else 0."""
+    is_rowid = source_key and source_key.startswith("rowid:") and source_key[6:].isdigit()
+    return int(source_key[6:]) if is_rowid else 0  # a text key may itself read 'rowid:x'
+
+
+def quarantined_rows(conn: psycopg.Connection, spec: TableSpec, audited: bool) -> list[tuple[str, dict]]:
+    """(source_key, original values) of the rows the table's latest load quarantined, in key order."""
+    load = audit.latest_load(conn, spec.name) if audited else None
+    if load is None:
+        return []
+    rows = conn.execute(
+        "SELECT source_key, raw_row::text FROM migration_audit.rejected_rows WHERE run_id = %s AND table_name = %s",
+        (load["run_id"], spec.name),
+    ).fetchall()
+    decoded = [
+        (key, {c: _original(v) for c, v in json.loads(raw, parse_int=_int64_or_real).items()})
+        for key, raw in rows
+    ]
+    return sorted(decoded, key=lambda r: (tuple(_order(r[1].get(c)) for c in spec.primary_key), _rowid(r[0])))
+
+
+def put_back(db: sqlite3.Connection, spec: TableSpec, present: list[str], rows) -> tuple[int, list[str]]:
+    """Insert quarantined rows after PostgreSQL's (so a reload keeps PostgreSQL's row on any tie); a row
+    that cannot go in (its key is now PostgreSQL's) is skipped. Returns (rows restored, "key: why" of
+    each row skipped)."""
+    restored, skipped = 0, []
+    for key, row in rows:
+        missing = [c for c in row if c not in present]
+        if missing:
+            skipped.append(f"{key}: the exported table has no column {', '.join(missing)}")
+            continue
+        marks = ", ".join("CAST(? AS TEXT)" if isinstance(v, InvalidText) else "?" for v in row.values())
+        try:
+            db.execute(
+                f"INSERT INTO {quote(spec.name)} ({', '.join(map(quote, row))}) VALUES ({marks})",
+                list(row.values()),
+            )
+        except sqlite3.IntegrityError as err:
+            skipped.append(f"{key}: kept PostgreSQL's row ({err})")
+        else:
+            restored += 1
+    return restored, skipped
