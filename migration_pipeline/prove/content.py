@@ -16,11 +16,10 @@ import psycopg
 from psycopg import sql
 
 from ..catalog import Catalog, TableSpec
-from ..move import audit, changes
+from ..move import audit, changes, keys
 from ..move.convert import Rejected, converter_for
-from ..move.quarantine import Spool, create_stage
 from ..move.source import Snapshot
-from ..move.stage import plan_columns, stage_rows
+from ..move.stage import Spool, create_stage, plan_columns, stage_rows
 
 
 def _staged_source(conn, snapshot: Snapshot, catalog: Catalog, spec: TableSpec, run_id: str | None):
@@ -32,11 +31,11 @@ def _staged_source(conn, snapshot: Snapshot, catalog: Catalog, spec: TableSpec, 
         stage_rows(conn, lambda: snapshot.stream(spec.name, columns), spec, columns, stage, spool, None)
     if run_id and len(spec.primary_key) == 1 and spec.primary_key[0] in columns:
         conn.execute(
-            sql.SQL(
-                "DELETE FROM {s} s USING migration_audit.rejected_rows r WHERE r.run_id = %s AND r.table_name = %s"
-                " AND r.source_key = s.{pk}::text"
-            ).format(s=stage, pk=sql.Identifier(spec.primary_key[0])),
-            (run_id, spec.name),
+            sql.SQL("DELETE FROM {s} s WHERE {key} IN ({quarantined})").format(
+                s=stage,
+                key=keys.key_sql(spec.primary_key, "s"),
+                quarantined=audit.quarantined_keys_sql(spec.name, run_id),
+            )
         )
     return stage, columns
 
@@ -63,8 +62,8 @@ def content_diff(
                 for c in columns
             )
         )
-        key_text = sql.SQL("concat_ws(',', {})").format(
-            sql.SQL(", ").join(sql.SQL("coalesce(s.{c}, t.{c})::text").format(c=c) for c in pk)
+        key_text = keys.key_sql(
+            spec.primary_key, value=lambda c: sql.SQL("coalesce(s.{c}, t.{c})").format(c=c)
         )
         first_s = sql.SQL("s.{}").format(pk[0])
         first_t = sql.SQL("t.{}").format(pk[0])
@@ -153,7 +152,7 @@ def json_fidelity(
                         key = key_of(row[1])  # the key as the target holds it
                     except Rejected:
                         continue
-                    copy.write_row([str(key), *texts])
+                    copy.write_row([keys.key_text([key]), *texts])
         conn.execute(sql.SQL("ANALYZE {}").format(source))  # row count for the planner: a parallel join
         value_ok = [
             sql.SQL("t.{c} IS NOT DISTINCT FROM s.s{i}::jsonb").format(c=sql.Identifier(c), i=sql.SQL(str(i)))
@@ -171,10 +170,10 @@ def json_fidelity(
         )
         all_ok = sql.SQL(" AND ").join(sql.SQL("v{i} AND t{i}").format(i=sql.SQL(str(i))) for i in n)
         # rows the app changed since the load are not compared with the source (see changes.py)
-        joined = sql.SQL("{source} s JOIN {t} t ON t.{pk}::text = s.k WHERE s.k NOT IN ({changed})").format(
+        joined = sql.SQL("{source} s JOIN {t} t ON {key} = s.k WHERE s.k NOT IN ({changed})").format(
             source=source,
             t=sql.Identifier(spec.name),
-            pk=sql.Identifier(pk),
+            key=keys.key_sql([pk], "t"),
             changed=changes.changed_keys_sql(spec.name),
         )
         every_ok = sql.SQL(" AND ").join([*value_ok, *type_ok])
