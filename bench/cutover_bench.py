@@ -39,7 +39,7 @@ from migration_pipeline.catalog import load_catalog
 from migration_pipeline.connect import local_postgres
 from migration_pipeline.connect.settings import Settings
 from migration_pipeline.connect.target import connect
-from migration_pipeline.move import checksums
+from migration_pipeline.move import audit, checksums
 from migration_pipeline.move.load import load_all
 from migration_pipeline.move.source import Snapshot, take_snapshot
 from migration_pipeline.samples.app_writer import TWEET_KINDS, write
@@ -147,11 +147,7 @@ def main() -> int:
                     f"{result.baseline_seconds:.2f} s"
                 )
             for table in catalog.names:  # the carried checksum is the table's real one
-                carried = conn.execute(
-                    "SELECT checksum FROM migration_audit.table_loads WHERE table_name = %s"
-                    " ORDER BY finished_at DESC LIMIT 1",
-                    (table,),
-                ).fetchone()[0]
+                carried = audit.latest_load(conn, table)["checksum"]
                 real = checksums.table_checksum(conn, table, checksums.Checksum.parse(carried).columns)
                 assert str(real) == carried, (table, carried, str(real))
         median = statistics.median(freezes)

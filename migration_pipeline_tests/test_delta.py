@@ -14,7 +14,7 @@ from psycopg import sql
 from migration_pipeline.connect.settings import Settings
 from migration_pipeline.connect.target import connect
 from migration_pipeline.move.source import file_state
-from migration_pipeline.switch import delta
+from migration_pipeline.switch import apply, changeset, delta
 
 from .helpers import editable_copy, fingerprint, migrate, sqlite_exec
 from .test_live import blocking_failures
@@ -152,11 +152,11 @@ def test_a_sync_interrupted_after_its_commit_is_completed_by_the_next(
     baseline = tmp_path / "full-1.snapshot.db"
     sqlite_exec(source, *APP_CHANGES[:4])
 
-    real = delta._advance_baseline
-    monkeypatch.setattr(delta, "_advance_baseline", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))
+    real = changeset.advance_baseline
+    monkeypatch.setattr(changeset, "advance_baseline", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))
     with pytest.raises(KeyboardInterrupt):
         delta.sync(conn, catalog, source, baseline, "delta-1")
-    monkeypatch.setattr(delta, "_advance_baseline", real)
+    monkeypatch.setattr(changeset, "advance_baseline", real)
     assert delta.changeset_path(baseline).exists()  # PostgreSQL committed, the baseline is behind
 
     sqlite_exec(source, *APP_CHANGES[4:6])
@@ -206,14 +206,14 @@ def test_a_failed_apply_changes_nothing(conn, catalog, sample_db, tmp_path, monk
     fingerprints = {t: fingerprint(conn, t) for t in catalog.names}
     baseline_bytes = baseline.read_bytes()
     sqlite_exec(source, *APP_CHANGES)
-    real = delta._apply_table
+    real = apply.apply_table
 
     def failing(conn, catalog, spec, *args):
         if spec.name == "referral_codes":  # after users and tweets were changed in this transaction
             raise RuntimeError("server gone")
         return real(conn, catalog, spec, *args)
 
-    monkeypatch.setattr(delta, "_apply_table", failing)
+    monkeypatch.setattr(apply, "apply_table", failing)
     with pytest.raises(RuntimeError, match="server gone"):
         delta.sync(conn, catalog, source, baseline, "delta-1")
     assert {t: fingerprint(conn, t) for t in catalog.names} == fingerprints

@@ -238,7 +238,7 @@ def test_unmappable_source_is_a_clear_error_and_changes_nothing(conn, catalog, s
 
 
 def test_bulk_path_rebuilds_indexes_and_foreign_keys_exactly(conn, catalog, sample_db, tmp_path, monkeypatch):
-    from migration_pipeline.move import quarantine
+    from migration_pipeline.move import publish
 
     def structure():
         indexes = conn.execute(
@@ -252,7 +252,7 @@ def test_bulk_path_rebuilds_indexes_and_foreign_keys_exactly(conn, catalog, samp
 
     migrate(conn, catalog, sample_db, "run-small", tmp_path)
     before = structure(), fingerprint(conn, "tweets")
-    monkeypatch.setattr(quarantine, "BULK_ROWS", 10)
+    monkeypatch.setattr(publish, "BULK_ROWS", 10)
     results = migrate(conn, catalog, sample_db, "run-bulk", tmp_path)
     assert results["tweets"].loaded_rows > 10
     assert (structure(), fingerprint(conn, "tweets")) == before

@@ -19,8 +19,9 @@ from dagster import (
 
 from ..catalog import TableSpec, load_catalog
 from ..move.code_version import code_version
+from ..move.finish import LoadResult
 from ..move.guard import preflight
-from ..move.load import LoadResult, load_table
+from ..move.load import load_table
 from ..move.phase import PhaseError
 from ..move.source import Snapshot, SourceError, take_snapshot
 from ..prove.provenance import load_sql, quarantine_sql

@@ -2,7 +2,9 @@
 
 In:  rejected source rows (key, column, reason, original values) and a table load's numbers.
 Out: rows in ``migration_audit.rejected_rows`` / ``table_loads``, written inside the caller's
-     transaction so they commit (or roll back) together with the table they describe.
+     transaction so they commit (or roll back) together with the table they describe; and the queries of
+     them everyone shares: a table's latest load (:data:`LATEST_LOADS`, :func:`latest_load`), the keys and
+     rowids a load quarantined, what a proof compares against (:func:`proof_baseline`).
 Fails: psycopg errors propagate; :func:`raw_row_json` never fails: every SQLite value, including BLOBs,
      invalid UTF-8 and text holding NUL (which jsonb cannot store), is encoded losslessly.
 """
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 
 import orjson
 import psycopg
+from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from .convert import InvalidText
@@ -126,13 +129,67 @@ def record_table_load(
     )
 
 
+# Each table's latest load: its table_loads row with the latest finish (the one definition of "latest").
+LATEST_LOADS = sql.SQL(
+    "SELECT DISTINCT ON (table_name) * FROM migration_audit.table_loads ORDER BY table_name, finished_at DESC"
+)
+
+
 def latest_load(conn: psycopg.Connection, table: str) -> dict | None:
     """The most recent table_loads record of ``table`` as a dict, or None."""
     with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
         return cur.execute(
-            "SELECT * FROM migration_audit.table_loads WHERE table_name = %s ORDER BY finished_at DESC LIMIT 1",
-            (table,),
+            sql.SQL("SELECT * FROM ({}) l WHERE table_name = %s").format(LATEST_LOADS), (table,)
         ).fetchone()
+
+
+def latest_loads(conn: psycopg.Connection) -> dict[str, dict]:
+    """{table: its most recent table_loads record} of every table ever loaded."""
+    with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
+        return {r["table_name"]: r for r in cur.execute(LATEST_LOADS).fetchall()}
+
+
+def latest_run_sql(table: str) -> sql.Composable:
+    """SQL: the run id of ``table``'s latest load (NULL when it was never loaded)."""
+    return sql.SQL("(SELECT run_id FROM ({}) l WHERE table_name = {})").format(
+        LATEST_LOADS, sql.Literal(table)
+    )
+
+
+def quarantined_keys_sql(table: str, run_id: str | None = None) -> sql.Composable:
+    """SQL: the keys (``source_key``, keys.py's rendering) of the rows that ``run_id``, by default the
+    table's latest load, quarantined from ``table``."""
+    run = latest_run_sql(table) if run_id is None else sql.Literal(run_id)
+    return sql.SQL(
+        "SELECT source_key FROM migration_audit.rejected_rows WHERE table_name = {} AND run_id = {}"
+    ).format(sql.Literal(table), run)
+
+
+def carry_rejections(
+    conn: psycopg.Connection, table: str, previous_run: str, run_id: str, except_rowids: sql.Composable
+) -> dict[str, int]:
+    """Copy ``previous_run``'s rejections of ``table`` into ``run_id``, but for the rows whose rowid the
+    query ``except_rowids`` returns (decided anew); returns the copied rows' counts by kind."""
+    rows = conn.execute(
+        sql.SQL(
+            "WITH carried AS (INSERT INTO migration_audit.rejected_rows"
+            " (run_id, table_name, source_key, source_rowid, column_name, reason, kind, raw_row)"
+            " SELECT %s, table_name, source_key, source_rowid, column_name, reason, kind, raw_row"
+            " FROM migration_audit.rejected_rows WHERE run_id = %s AND table_name = %s"
+            " AND source_rowid NOT IN ({}) RETURNING kind)"
+            " SELECT kind, count(*) FROM carried GROUP BY kind"
+        ).format(except_rowids),
+        (run_id, previous_run, table),
+    ).fetchall()
+    return dict(rows)
+
+
+def run_recorded(conn: psycopg.Connection, run_id: str, mode: str) -> bool:
+    """Whether ``run_id`` recorded a table_loads row of ``mode`` (it committed)."""
+    return conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM migration_audit.table_loads WHERE run_id = %s AND mode = %s)",
+        (run_id, mode),
+    ).fetchone()[0]
 
 
 def proof_baseline(conn: psycopg.Connection, table: str) -> dict | None:

@@ -24,7 +24,8 @@ import psycopg
 from psycopg import sql
 
 from ..catalog import TableSpec
-from . import phase
+from . import keys, phase
+from .checksums import fixed_rendering_clauses, row_hash
 
 LOADING = "migration_pipeline.loading"
 # Row-level triggers: an app writes a row or a few per statement, and a row-level trigger logs each with
@@ -50,25 +51,6 @@ def _function(table: str) -> sql.Identifier:
     return sql.Identifier("migration_audit", f"log_changes__{table}")
 
 
-def row_hash(columns: Sequence[str], alias: str) -> sql.Composable:
-    """The 64-bit hash of a row's text over ``columns`` (the unit of checksums.Checksum; rendered under
-    fixed TimeZone/DateStyle by its callers). Zero when no column is covered."""
-    if not columns:
-        return sql.SQL("0")
-    cols = sql.SQL(", ").join(
-        sql.SQL("{}.{}").format(sql.Identifier(alias), sql.Identifier(c)) for c in columns
-    )
-    return sql.SQL("('x' || left(md5(ROW({})::text), 16))::bit(64)::bigint").format(cols)
-
-
-def _key(spec: TableSpec, alias: str) -> sql.Composable:
-    return sql.SQL("concat_ws(',', {})").format(
-        sql.SQL(", ").join(
-            sql.SQL("{}.{}::text").format(sql.Identifier(alias), sql.Identifier(c)) for c in spec.primary_key
-        )
-    )
-
-
 def install(conn: psycopg.Connection, spec: TableSpec, columns: Sequence[str]) -> None:
     """(Re)create the logging function and triggers of ``spec``'s table (inside the load's transaction)."""
     table = sql.Identifier(spec.name)
@@ -85,7 +67,7 @@ def install(conn: psycopg.Connection, spec: TableSpec, columns: Sequence[str]) -
     def row(op: str, record: str) -> sql.Composable:  # the OLD or NEW row of a row-level trigger
         return sql.SQL("{columns_} VALUES ({name}, {op}, {key}, {hash}, {context})").format(
             columns_=columns_, name=sql.Literal(spec.name), op=sql.Literal(op),
-            key=_key(spec, record), hash=row_hash(columns, record), context=context,
+            key=keys.key_sql(spec.primary_key, record), hash=row_hash(columns, record), context=context,
         )  # fmt: skip
 
     body = sql.SQL(
@@ -103,7 +85,7 @@ def install(conn: psycopg.Connection, spec: TableSpec, columns: Sequence[str]) -
         loading=sql.Literal(LOADING),
         columns_=columns_,
         name=sql.Literal(spec.name),
-        key=_key(spec, "r"),
+        key=keys.key_sql(spec.primary_key, "r"),
         hash=row_hash(columns, "r"),
         context=context,
         table=table,
@@ -112,9 +94,12 @@ def install(conn: psycopg.Connection, spec: TableSpec, columns: Sequence[str]) -
     )
     conn.execute(
         sql.SQL(
-            "CREATE OR REPLACE FUNCTION {fn}() RETURNS trigger LANGUAGE plpgsql"
-            " SET TimeZone = 'UTC' SET DateStyle = 'ISO, YMD' SET IntervalStyle = 'postgres' AS {body}"
-        ).format(fn=_function(spec.name), body=sql.Literal(body.as_string(conn)))
+            "CREATE OR REPLACE FUNCTION {fn}() RETURNS trigger LANGUAGE plpgsql {settings} AS {body}"
+        ).format(
+            fn=_function(spec.name),
+            settings=fixed_rendering_clauses(),
+            body=sql.Literal(body.as_string(conn)),
+        )
     )
     for name, when in TRIGGERS.items():
         conn.execute(sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(sql.Identifier(name), table))

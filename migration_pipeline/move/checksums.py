@@ -5,8 +5,9 @@ In:  a relation (the load's staging table, holding the converted source rows tha
 Out: :func:`checksum` -> ``rowmd5-v1;rows=N;sum=S;columns=a,b`` (the sum of the first 64 bits of the
      md5 of each row's text, so row order does not matter and a duplicated row does not cancel out);
      the load records it over its staging table, the delta carries it forward, the checks compare it with
-     :func:`table_checksum` of the stored rows. :func:`fixed_rendering` is the session setting that makes a
-     row's text, hence its hash, the same in every session.
+     :func:`table_checksum` of the stored rows; :func:`row_hash` is a row's part of it (also logged by the
+     change log). :data:`FIXED_RENDERING` are the session settings that make a row's text, hence its hash,
+     the same in every session.
 Fails: psycopg errors propagate.
 """
 
@@ -17,8 +18,6 @@ from dataclasses import dataclass
 
 import psycopg
 from psycopg import sql
-
-from . import changes
 
 VERSION = "rowmd5-v1"
 ALL_ROWS = sql.SQL("true")
@@ -41,11 +40,33 @@ class Checksum:
         return cls(int(parts["rows"]), int(parts["sum"]), tuple(c for c in parts["columns"].split(",") if c))
 
 
+# The settings under which a row's text, hence its hash, is the same in every session: every place that
+# renders rows for a hash (a transaction's SET LOCAL, the change-log function's SET clauses) uses these.
+FIXED_RENDERING = (("TimeZone", "UTC"), ("DateStyle", "ISO, YMD"), ("IntervalStyle", "postgres"))
+
+
 def fixed_rendering(conn: psycopg.Connection) -> None:
-    """Render rows under fixed TimeZone/DateStyle/IntervalStyle for this transaction (hashes reproducible)."""
-    conn.execute("SET LOCAL TimeZone = 'UTC'")
-    conn.execute("SET LOCAL DateStyle = 'ISO, YMD'")
-    conn.execute("SET LOCAL IntervalStyle = 'postgres'")
+    """Render rows under :data:`FIXED_RENDERING` for this transaction (hashes reproducible)."""
+    for name, value in FIXED_RENDERING:
+        conn.execute(sql.SQL("SET LOCAL {} = {}").format(sql.SQL(name), sql.Literal(value)))
+
+
+def fixed_rendering_clauses() -> sql.Composable:
+    """:data:`FIXED_RENDERING` as the SET clauses of a function (``CREATE FUNCTION ... SET ...``)."""
+    return sql.SQL(" ").join(
+        sql.SQL("SET {} = {}").format(sql.SQL(name), sql.Literal(value)) for name, value in FIXED_RENDERING
+    )
+
+
+def row_hash(columns: Sequence[str], alias: str) -> sql.Composable:
+    """The 64-bit hash of a row's text over ``columns`` (the unit of :class:`Checksum`; rendered under
+    :data:`FIXED_RENDERING` by its callers). Zero when no column is covered."""
+    if not columns:
+        return sql.SQL("0")
+    cols = sql.SQL(", ").join(
+        sql.SQL("{}.{}").format(sql.Identifier(alias), sql.Identifier(c)) for c in columns
+    )
+    return sql.SQL("('x' || left(md5(ROW({})::text), 16))::bit(64)::bigint").format(cols)
 
 
 def checksum(
@@ -63,7 +84,7 @@ def checksum(
         return Checksum(rows, 0, ())
     rows, total = conn.execute(
         sql.SQL("SELECT count(*), coalesce(sum({}), 0) FROM {} t WHERE {}").format(
-            changes.row_hash(columns, "t"), relation, where
+            row_hash(columns, "t"), relation, where
         )
     ).fetchone()
     return Checksum(rows, int(total), tuple(columns))

@@ -1,4 +1,4 @@
-"""Load one table: snapshot rows -> converters -> COPY -> constraint quarantine -> replace, in one transaction.
+"""Load one table: snapshot rows -> converters -> COPY -> constraint quarantine -> publish -> finish, in one transaction.
 
 In:  an open psycopg connection to the target, a source :class:`~migration_pipeline.move.source.Snapshot`,
      the table's :class:`~migration_pipeline.catalog.TableSpec` and a run id.
@@ -17,48 +17,17 @@ Fails: :class:`LoadError` for a source that cannot be mapped onto the schema (ex
 
 from __future__ import annotations
 
-from collections import Counter
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import psycopg
 from psycopg import sql
 
-from ..catalog import Catalog, TableSpec
+from ..catalog import Catalog
 from ..connect.target import apply_schema, privileges
-from . import audit, changes, checksums, guard, phase, quarantine
-from .code_version import code_version
+from . import changes, checksums, guard, phase, publish, quarantine
+from .finish import LoadResult, finish_table
 from .source import Snapshot
-from .stage import LoadError, ProgressCallback, plan_columns, source_key, stage_rows
-
-
-@dataclass
-class LoadResult:
-    table: str
-    run_id: str
-    source_present: bool
-    source_rows: int = 0
-    loaded_rows: int = 0
-    rejected_rows: int = 0
-    rejected_by_reason: dict[str, int] = field(default_factory=dict)
-    defaulted_columns: tuple[str, ...] = ()  # target columns absent from the source: filled by defaults
-    cascaded_deletes: dict[str, int] = field(default_factory=dict)
-    checksum: str | None = (
-        None  # checksums.Checksum of the loaded rows, computed before they entered the table
-    )
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
-    origin: dict = field(default_factory=dict)  # the snapshot's provenance (Snapshot.origin())
-    removed_rows: int | None = None  # rows of the table before a full load that it removed (their key left)
-    shrink_confirmed: dict | None = None  # a shrink beyond the guard's limit the operator confirmed
-
-    @property
-    def seconds(self) -> float:
-        return (self.finished_at - self.started_at).total_seconds()
-
-    @property
-    def rows_per_second(self) -> float:
-        return self.source_rows / self.seconds if self.seconds > 0 else 0.0
+from .stage import LoadError, ProgressCallback, Spool, create_stage, plan_columns, stage_rows
 
 
 def load_table(
@@ -90,23 +59,21 @@ def load_table(
 
 
 def _load(conn, snapshot, catalog, spec, columns, result: LoadResult, progress, policy, source: str) -> None:
-    table, run_id = spec.name, result.run_id
-    with conn.transaction(), quarantine.Spool(columns) as spool:
+    table = spec.name
+    with conn.transaction(), Spool(columns) as spool:
         # One load of a table at a time; readers are not blocked until the content is replaced.
         conn.execute(sql.SQL("LOCK TABLE {} IN EXCLUSIVE MODE").format(sql.Identifier(table)))
         before = _count(conn, table)
         changes.suppress_for_load(conn)  # cascades into child tables are not app changes either
         changes.remove(conn, table)
-        stage = quarantine.create_stage(conn, spec, columns)
+        stage = create_stage(conn, spec, columns)
         if result.source_present:
             batches = lambda: snapshot.stream(spec.name, columns)  # noqa: E731 (read again on a redo)
             result.source_rows = stage_rows(conn, batches, spec, columns, stage, spool, progress)
-        quarantine.constraint_rejections(
-            conn, catalog, spec, columns, stage, spool, snapshot, lambda row: source_key(spec, columns, row)
-        )
+        quarantine.constraint_rejections(conn, catalog, spec, columns, stage, spool, snapshot)
         result.checksum = str(checksums.checksum(conn, stage, columns))  # the loaded source rows, converted
         result.removed_rows = guard.keys_gone(conn, spec, columns, stage) if before else 0
-        result.loaded_rows, result.cascaded_deletes = quarantine.replace_content(
+        result.loaded_rows, result.cascaded_deletes = publish.replace_content(
             conn, catalog, spec, columns, stage
         )
         shrinks = [guard.Shrink(table, before, result.removed_rows)] + [
@@ -114,57 +81,25 @@ def _load(conn, snapshot, catalog, spec, columns, result: LoadResult, progress, 
             for child, n in result.cascaded_deletes.items()
         ]
         result.shrink_confirmed = policy.judge(f"load {table}", shrinks, source)  # before anything commits
-        in_target = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))).fetchone()
-        if in_target[0] != result.loaded_rows:
+        in_target = _count(conn, table)
+        if in_target != result.loaded_rows:
             raise LoadError(
-                f"{table}: {result.loaded_rows} rows loaded but {in_target[0]} in the table; rolling back"
+                f"{table}: {result.loaded_rows} rows loaded but {in_target} in the table; rolling back"
             )
         changes.reset(conn, table)  # this load is the new baseline for the app's changes
         changes.install(conn, spec, columns)
-        result.rejected_rows = audit.write_rejections(conn, run_id, table, spool.drain())
-        result.rejected_by_reason = dict(Counter(spool.kinds).most_common())
-        _finish(conn, spec, run_id)
-        result.finished_at = datetime.now(UTC)
-        if result.source_rows != result.loaded_rows + result.rejected_rows:
-            raise LoadError(
-                f"{table}: {result.source_rows} source rows but {result.loaded_rows} loaded + "
-                f"{result.rejected_rows} quarantined; rolling back"
-            )
-        audit.record_table_load(conn, result, result.origin, code_version())
+        finish_table(conn, spec, result, spool, result.origin, _unconserved)
+
+
+def _unconserved(result: LoadResult) -> LoadError:
+    return LoadError(
+        f"{result.table}: {result.source_rows} source rows but {result.loaded_rows} loaded + "
+        f"{result.rejected_rows} quarantined; rolling back"
+    )
 
 
 def _count(conn: psycopg.Connection, table: str) -> int:
     return conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))).fetchone()[0]
-
-
-def _finish(conn: psycopg.Connection, spec: TableSpec, run_id: str) -> None:
-    """Sequences past the highest id, then fresh planner statistics."""
-    set_sequences(conn, spec, run_id)
-    conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(spec.name)))
-
-
-def set_sequences(conn: psycopg.Connection, spec: TableSpec, run_id: str) -> None:
-    """Each SERIAL column's sequence hands out ids past the highest in the table and among the rows
-    ``run_id`` quarantined: a new row of the app never takes the id of a quarantined one, which a
-    rollback or a fixed re-load would bring back. Ids below 1 (a sequence starts at 1) or beyond the
-    integer range (no row can hold them) leave the sequence where it would be without them."""
-    table = sql.Identifier(spec.name)
-    for column in spec.serial_columns:
-        col = sql.Identifier(column)
-        conn.execute(
-            sql.SQL(
-                "WITH seq AS (SELECT seqrelid, seqmax FROM pg_sequence"
-                "             WHERE seqrelid = pg_get_serial_sequence(%(table)s, %(col)s)::regclass),"
-                " ids AS (SELECT max({c})::bigint AS id FROM {t} UNION ALL"
-                " SELECT max((raw_row->>%(col)s)::bigint) FROM migration_audit.rejected_rows"
-                " WHERE run_id = %(run)s AND table_name = %(table)s AND raw_row->>%(col)s ~ '^[0-9]{{1,18}}$'"
-                # a quarantined id the sequence can never reach (beyond its type) cannot be reused
-                " AND (raw_row->>%(col)s)::bigint <= (SELECT seqmax FROM seq))"
-                " SELECT setval((SELECT seqrelid FROM seq), greatest(max(id), 1), coalesce(max(id) >= 1, false))"
-                " FROM ids"
-            ).format(c=col, t=table),
-            {"table": spec.name, "col": column, "run": run_id},
-        )
 
 
 def load_all(

@@ -1,11 +1,10 @@
-"""Staging: a table's source rows through the value rules and COPY into its staging table.
+"""Staging: a table's source rows through the value rules and COPY into its temporary staging table.
 
-In:  a source :class:`~migration_pipeline.move.source.Snapshot` (or any batches of ``(rowid, *values)``), the
-     table's :class:`~migration_pipeline.catalog.TableSpec`, a staging table (quarantine.create_stage) and
-     a :class:`~migration_pipeline.move.quarantine.Spool` for the rows that cannot load.
-Out: :func:`plan_columns` maps the source's columns onto the schema's; :func:`stage_rows` converts every
-     value and COPYs the good rows, spooling each rejected row with its reason and original values;
-     :func:`source_key` renders a source row's key as ``rejected_rows.source_key`` holds it. The full load,
+In:  a source :class:`~migration_pipeline.move.source.Snapshot` (or any batches of ``(rowid, *values)``) and
+     the table's :class:`~migration_pipeline.catalog.TableSpec`.
+Out: :func:`plan_columns` maps the source's columns onto the schema's; :func:`create_stage` makes the
+     temporary stage and rejects tables; :func:`stage_rows` converts every value and COPYs the good rows,
+     adding each rejected row to a :class:`Spool` with its reason and original values. The full load,
      the delta sync and the content check all stage through here, so they convert identically.
 Fails: :class:`LoadError` for a source that cannot be mapped onto the schema; psycopg errors beyond
      :data:`MAX_REFUSED` refused values propagate.
@@ -14,16 +13,19 @@ Fails: :class:`LoadError` for a source that cannot be mapped onto the schema; ps
 from __future__ import annotations
 
 import re
+import tempfile
 from array import array
-from collections.abc import Callable, Iterable
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
+import orjson
 import psycopg
 from psycopg import sql
 
 from ..catalog import TableSpec
-from .audit import Rejection
+from .audit import Rejection, raw_row_json
 from .convert import Rejected, converter_for, show
-from .quarantine import Spool
+from .keys import source_key
 from .source import Snapshot
 
 ProgressCallback = Callable[[int], None]
@@ -33,23 +35,66 @@ class LoadError(RuntimeError):
     """The table cannot be loaded as the schema describes it; nothing was changed."""
 
 
-def source_key(spec: TableSpec, columns: tuple[str, ...], row: tuple) -> str:
-    """The row's primary key as text, as PostgreSQL holds (or would hold) it; its rowid (``rowid:N``) where
-    the key is no usable key: NULL, not among the source columns, or a value no key column can hold (a
-    BLOB, invalid UTF-8, text holding NUL, which no PostgreSQL text can hold, text beyond the column's
-    length, which rejected_rows' key index could not hold either); ``raw_row`` keeps the original."""
-    parts = []
-    for name in spec.primary_key:
-        value = row[1 + columns.index(name)] if name in columns else None
-        column = spec.column(name)
-        try:
-            key = None if value is None else converter_for(column.kind, column.max_length)(value)
-        except Rejected:
-            key = None
-        if key is None:
-            return f"rowid:{row[0]}"
-        parts.append(str(key))
-    return ",".join(parts)
+_STAGE_TYPES = {"varchar": "text", "serial": "integer", "int4": "integer", "bool": "boolean"}
+REJECTS = sql.Identifier("_rejects")  # the rows quarantine.py finds in SQL: _rowid, column, kind, reason
+
+
+class Spool:
+    """Rejected rows, kept on disk beyond a few MB, in the order they were found."""
+
+    def __init__(self, columns: Sequence[str]):
+        self.columns = tuple(columns)
+        self.kinds: Counter[str] = Counter()
+        self._file = tempfile.SpooledTemporaryFile(max_size=8 << 20)  # noqa: SIM115 (closed in __exit__)
+
+    def __enter__(self) -> Spool:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._file.close()
+
+    def add(self, rejection: Rejection, values: Sequence[object]) -> None:
+        self.kinds[rejection.kind] += 1
+        record = (rejection.rowid, rejection.source_key, rejection.column, rejection.reason, rejection.kind)
+        self._file.write(orjson.dumps(record) + b"\t" + raw_row_json(self.columns, values).encode() + b"\n")
+
+    def checkpoint(self) -> tuple[int, Counter[str]]:
+        return self._file.tell(), self.kinds.copy()
+
+    def rollback(self, mark: tuple[int, Counter[str]]) -> None:
+        """Forget the rows added since ``checkpoint()`` returned ``mark``."""
+        self._file.seek(mark[0])
+        self._file.truncate()
+        self.kinds = mark[1].copy()
+
+    def drain(self) -> Iterator[tuple[Rejection, str]]:
+        self._file.seek(0)
+        for line in self._file:
+            record, raw = line.rstrip(b"\n").split(b"\t", 1)
+            yield Rejection(*orjson.loads(record)), raw.decode()
+
+
+def create_stage(conn: psycopg.Connection, spec: TableSpec, columns: Sequence[str]) -> sql.Identifier:
+    """Temporary, unindexed, unconstrained tables for the staged rows and the SQL-side rejects."""
+    stage = sql.Identifier(f"_stage_{spec.name}")
+    defs = [sql.SQL("_rowid bigint NOT NULL")]
+    for name in columns:
+        col = spec.column(name)
+        defs.append(
+            sql.SQL("{} {}").format(sql.Identifier(name), sql.SQL(_STAGE_TYPES.get(col.pg_type, col.pg_type)))
+        )
+    conn.execute(sql.SQL("CREATE TEMP TABLE {} ({}) ON COMMIT DROP").format(stage, sql.SQL(", ").join(defs)))
+    conn.execute(
+        sql.SQL(
+            "CREATE TEMP TABLE {} (_rowid bigint, column_name text, kind text, reason text) ON COMMIT DROP"
+        ).format(REJECTS)
+    )
+    return stage
+
+
+def drop_stage(conn: psycopg.Connection, stage: sql.Identifier) -> None:
+    """Drop the stage and rejects tables before their transaction ends (to stage the next table)."""
+    conn.execute(sql.SQL("DROP TABLE {}, {}").format(stage, REJECTS))
 
 
 def plan_columns(snapshot: Snapshot, spec: TableSpec) -> tuple[tuple[str, ...], tuple[str, ...]]:

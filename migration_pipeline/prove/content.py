@@ -15,10 +15,9 @@ import psycopg
 from psycopg import sql
 
 from ..catalog import Catalog, TableSpec
-from ..move import audit, changes, checksums, phase
-from ..move.quarantine import Spool, create_stage
+from ..move import audit, changes, checksums, keys, phase
 from ..move.source import Snapshot
-from ..move.stage import plan_columns, stage_rows
+from ..move.stage import Spool, create_stage, plan_columns, stage_rows
 from .outcome import Outcome, Subject
 
 
@@ -31,11 +30,11 @@ def _staged_source(conn, snapshot: Snapshot, catalog: Catalog, spec: TableSpec, 
         stage_rows(conn, lambda: snapshot.stream(spec.name, columns), spec, columns, stage, spool, None)
     if run_id and len(spec.primary_key) == 1 and spec.primary_key[0] in columns:
         conn.execute(
-            sql.SQL(
-                "DELETE FROM {s} s USING migration_audit.rejected_rows r WHERE r.run_id = %s AND r.table_name = %s"
-                " AND r.source_key = s.{pk}::text"
-            ).format(s=stage, pk=sql.Identifier(spec.primary_key[0])),
-            (run_id, spec.name),
+            sql.SQL("DELETE FROM {s} s WHERE {key} IN ({quarantined})").format(
+                s=stage,
+                key=keys.key_sql(spec.primary_key, "s"),
+                quarantined=audit.quarantined_keys_sql(spec.name, run_id),
+            )
         )
     return stage, columns
 
@@ -62,8 +61,8 @@ def content_diff(
                 for c in columns
             )
         )
-        key_text = sql.SQL("concat_ws(',', {})").format(
-            sql.SQL(", ").join(sql.SQL("coalesce(s.{c}, t.{c})::text").format(c=c) for c in pk)
+        key_text = keys.key_sql(
+            spec.primary_key, value=lambda c: sql.SQL("coalesce(s.{c}, t.{c})").format(c=c)
         )
         first_s = sql.SQL("s.{}").format(pk[0])
         first_t = sql.SQL("t.{}").format(pk[0])

@@ -17,7 +17,7 @@ import psycopg
 from psycopg import sql
 
 from ..catalog import TableSpec
-from ..move import audit, changes
+from ..move import audit, changes, keys
 from ..move.json_rules import parse_exact as _parse
 from ..move.source import Snapshot, quote
 
@@ -63,9 +63,8 @@ def compare_sample(
     pk = spec.primary_key[0]
     cols = sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(c)) for c in json_columns)
     rows = conn.execute(
-        sql.SQL(
-            "SELECT {pk}::text, {cols} FROM {t} WHERE {pk}::text NOT IN ({changed}) ORDER BY {pk} LIMIT %s"
-        ).format(
+        sql.SQL("SELECT {key}, {cols} FROM {t} WHERE {key} NOT IN ({changed}) ORDER BY {pk} LIMIT %s").format(
+            key=keys.key_sql([pk]),
             pk=sql.Identifier(pk),
             cols=cols,
             t=sql.Identifier(spec.name),
@@ -78,12 +77,12 @@ def compare_sample(
     quarantined = audit.rejected_rowids(conn, spec.name, run_id)
     as_source = int if spec.column(pk).kind == "integer" else str  # so SQLite can use its key index
     differing = []
-    keys = list(stored)
-    for start in range(0, len(keys), 500):
-        chunk = keys[start : start + 500]
+    stored_keys = list(stored)
+    for start in range(0, len(stored_keys), 500):
+        chunk = stored_keys[start : start + 500]
         where = f" WHERE {quote(pk)} IN ({','.join('?' * len(chunk))})"
         for rowid, key, *source in snapshot.query(select + where, [as_source(k) for k in chunk]):
-            key = str(key)
+            key = keys.key_text([key])
             if key not in stored or rowid in quarantined:
                 continue
             for name, src, pg in zip(json_columns, source, stored[key], strict=True):

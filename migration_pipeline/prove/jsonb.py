@@ -16,7 +16,7 @@ import psycopg
 from psycopg import sql
 
 from ..catalog import TableSpec
-from ..move import audit, changes
+from ..move import audit, changes, keys
 from ..move.convert import Rejected, converter_for
 from ..move.source import Snapshot
 from . import json_sample
@@ -80,7 +80,7 @@ def json_fidelity(
                         key = key_of(row[1])  # the key as the target holds it
                     except Rejected:
                         continue
-                    copy.write_row([str(key), *texts])
+                    copy.write_row([keys.key_text([key]), *texts])
         conn.execute(sql.SQL("ANALYZE {}").format(source))  # row count for the planner: a parallel join
         value_ok = [
             sql.SQL("t.{c} IS NOT DISTINCT FROM s.s{i}::jsonb").format(c=sql.Identifier(c), i=sql.SQL(str(i)))
@@ -98,10 +98,10 @@ def json_fidelity(
         )
         all_ok = sql.SQL(" AND ").join(sql.SQL("v{i} AND t{i}").format(i=sql.SQL(str(i))) for i in n)
         # rows the app changed since the load are not compared with the source (see changes.py)
-        joined = sql.SQL("{source} s JOIN {t} t ON t.{pk}::text = s.k WHERE s.k NOT IN ({changed})").format(
+        joined = sql.SQL("{source} s JOIN {t} t ON {key} = s.k WHERE s.k NOT IN ({changed})").format(
             source=source,
             t=sql.Identifier(spec.name),
-            pk=sql.Identifier(pk),
+            key=keys.key_sql([pk], "t"),
             changed=changes.changed_keys_sql(spec.name),
         )
         every_ok = sql.SQL(" AND ").join([*value_ok, *type_ok])

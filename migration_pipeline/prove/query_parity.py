@@ -18,7 +18,7 @@ from psycopg import sql
 from psycopg.types.json import set_json_loads
 
 from ..catalog import TableSpec
-from ..move import changes, phase
+from ..move import audit, changes, keys, phase
 from ..move.convert import Rejected, converter_for
 from ..move.json_rules import parse_exact
 from ..move.source import Snapshot, quote
@@ -45,12 +45,7 @@ def skipped(conn, table: str) -> set[str]:
     changed since the load (the change log's explained entries: a live database answers differently,
     and rightly so; a change that is not the app's is compared, and so found)."""
     rows = conn.execute(
-        sql.SQL(
-            "SELECT source_key FROM migration_audit.rejected_rows WHERE table_name = %s AND run_id ="
-            " (SELECT run_id FROM migration_audit.table_loads WHERE table_name = %s ORDER BY finished_at DESC LIMIT 1)"
-            " UNION {}"
-        ).format(changes.changed_keys_sql(table)),
-        (table, table),
+        sql.SQL("{} UNION {}").format(audit.quarantined_keys_sql(table), changes.changed_keys_sql(table))
     ).fetchall()
     return {r[0] for r in rows}
 
@@ -69,7 +64,7 @@ def source_rows(
     select = f"SELECT {', '.join(map(quote, columns))} FROM {quote(spec.name)} {where}"
     for values in snapshot.query(select, params):
         row = comparable_row(spec, columns, values)
-        if row is not None and str(row.get(key)) not in skip:
+        if row is not None and keys.key_text([row.get(key)]) not in skip:
             yield row
 
 
@@ -79,7 +74,7 @@ def pg_rows(conn, query: str, params: tuple, spec: TableSpec) -> list[dict]:
     with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
         set_json_loads(parse_exact, cur)
         rows = cur.execute(query, params).fetchall()
-    return [r for r in rows if ",".join(str(r[c]) for c in spec.primary_key) not in skip]
+    return [r for r in rows if keys.key_text(r[c] for c in spec.primary_key) not in skip]
 
 
 def uses_index(conn, query: str, params: tuple, index: str | tuple[str, ...]) -> tuple[bool, list[str]]:

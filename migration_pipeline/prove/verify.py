@@ -17,7 +17,7 @@ import psycopg
 from psycopg import sql
 
 from ..catalog import Catalog
-from ..move import audit, changes, phase
+from ..move import audit, changes, keys, phase
 from .outcome import Outcome, Subject
 
 
@@ -109,9 +109,7 @@ def orphans(conn: psycopg.Connection, catalog: Catalog, table: str, limit: int =
         not_null = sql.SQL(" AND ").join(
             sql.SQL("c.{} IS NOT NULL").format(sql.Identifier(c)) for c in fk.columns
         )
-        key = sql.SQL("concat_ws(',', {})").format(
-            sql.SQL(", ").join(sql.SQL("c.{}::text").format(sql.Identifier(c)) for c in spec.primary_key)
-        )
+        key = keys.key_sql(spec.primary_key, "c")
         rows = conn.execute(
             sql.SQL(
                 "SELECT {key}, count(*) OVER () FROM {child_t} c WHERE {not_null} AND NOT EXISTS"
