@@ -1,18 +1,24 @@
-"""Connect, wired: the Dagster resource saying where the source is and which PostgreSQL is the target (thin
-wiring over connect/settings.py and connect/target.py)."""
+"""Connect, wired: the Dagster resource saying where the source is and which PostgreSQL is the target, and
+schedules timed by a setting (thin wiring over connect/settings.py and connect/target.py)."""
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
 import psycopg
-from dagster import ConfigurableResource, InitResourceContext
+from dagster import (
+    ConfigurableResource,
+    DefaultScheduleStatus,
+    InitResourceContext,
+    JobDefinition,
+    ScheduleDefinition,
+)
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import ConnectionPool
 from pydantic import Field, PrivateAttr
 
-from ..connect.settings import Settings, load_settings
+from ..connect.settings import Settings, load_settings, schedule_setting
 from ..connect.target import open_pool
 from ..move.guard import ShrinkPolicy
 from ..move.source import default_snapshot_path
@@ -71,3 +77,24 @@ class MigrationResource(ConfigurableResource):
             self._pool = open_pool(self.settings, min_size=1, max_size=2)
         with self._pool.connection() as conn:
             yield conn
+
+
+def setting_schedule(
+    name: str,
+    job: JobDefinition,
+    setting: str,
+    default_cron: str,
+    description: str,
+    env: Mapping[str, str] | None = None,
+) -> ScheduleDefinition:
+    """A UTC schedule of ``job`` at ``<setting>_CRON`` (default ``default_cron``), stopped when
+    ``<setting>_SCHEDULE=off``."""
+    when = schedule_setting(setting, default_cron, env)
+    return ScheduleDefinition(
+        name=name,
+        job=job,
+        cron_schedule=when.cron,
+        execution_timezone="UTC",
+        default_status=DefaultScheduleStatus.RUNNING if when.running else DefaultScheduleStatus.STOPPED,
+        description=description,
+    )

@@ -9,7 +9,6 @@ from dagster import (
     AssetMaterialization,
     AssetSpec,
     Config,
-    DefaultScheduleStatus,
     Failure,
     MetadataValue,
     OpExecutionContext,
@@ -19,10 +18,10 @@ from dagster import (
 )
 
 from ..catalog import load_catalog
-from ..connect.settings import COMPACT_CRON, schedule_setting
+from ..connect.settings import COMPACT_CRON
 from ..move import changes, phase
 from ..switch import finalize
-from .connect import MigrationResource
+from .connect import MigrationResource, setting_schedule
 
 PHASE_KEY = AssetKey(["audit", "phase"])
 
@@ -174,12 +173,7 @@ def compact_change_log():
 
 def compaction_schedule(env: Mapping[str, str] | None = None) -> ScheduleDefinition:
     """Hourly by default (COMPACT_CRON); COMPACT_SCHEDULE=off starts it stopped."""
-    when = schedule_setting("COMPACT", COMPACT_CRON, env)
-    return ScheduleDefinition(
-        name="compact_change_log_hourly",
-        job=compact_change_log,
-        cron_schedule=when.cron,
-        execution_timezone="UTC",
-        default_status=DefaultScheduleStatus.RUNNING if when.running else DefaultScheduleStatus.STOPPED,
-        description="Compacts the change log (a no-op before the switch and after finalize: nothing to compact).",
-    )
+    return setting_schedule(
+        "compact_change_log_hourly", compact_change_log, "COMPACT", COMPACT_CRON,
+        "Compacts the change log (a no-op before the switch and after finalize: nothing to compact).", env,
+    )  # fmt: skip

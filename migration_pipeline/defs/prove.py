@@ -13,7 +13,6 @@ from dagster import (
     AssetCheckSeverity,
     AssetCheckSpec,
     AssetSelection,
-    DefaultScheduleStatus,
     MetadataValue,
     ScheduleDefinition,
     define_asset_job,
@@ -21,10 +20,10 @@ from dagster import (
 )
 
 from ..catalog import load_catalog
-from ..connect.settings import REVERIFY_CRON, schedule_setting
+from ..connect.settings import REVERIFY_CRON
 from ..prove import checks
 from ..prove.outcome import Outcome
-from .connect import MigrationResource
+from .connect import MigrationResource, setting_schedule
 from .move import target_key
 
 
@@ -85,12 +84,7 @@ reverify_job = define_asset_job(
 
 
 def reverify_schedule(env: Mapping[str, str] | None = None) -> ScheduleDefinition:
-    when = schedule_setting("REVERIFY", REVERIFY_CRON, env)
-    return ScheduleDefinition(
-        name="reverify_daily",
-        job=reverify_job,
-        cron_schedule=when.cron,
-        execution_timezone="UTC",
-        default_status=DefaultScheduleStatus.RUNNING if when.running else DefaultScheduleStatus.STOPPED,
-        description="Re-runs every table's checks (no data moved); a failed blocking check fails the run.",
-    )
+    return setting_schedule(
+        "reverify_daily", reverify_job, "REVERIFY", REVERIFY_CRON,
+        "Re-runs every table's checks (no data moved); a failed blocking check fails the run.", env,
+    )  # fmt: skip
