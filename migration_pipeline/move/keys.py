@@ -47,6 +47,12 @@ def rowid_key(rowid: int) -> str:
     return f"{ROWID_PREFIX}{rowid}"
 
 
+def rowid_of(key: str | None) -> int | None:
+    """The rowid a :func:`rowid_key` text names, else None (a text key may itself read 'rowid:x')."""
+    digits = key[len(ROWID_PREFIX) :] if key and key.startswith(ROWID_PREFIX) else ""
+    return int(digits) if digits.isascii() and digits.isdigit() else None
+
+
 def source_key(spec: TableSpec, columns: tuple[str, ...], row: tuple) -> str:
     """The row's primary key as text, as PostgreSQL holds (or would hold) it; its rowid (``rowid:N``) where
     the key is no usable key: NULL, not among the source columns, or a value no key column can hold (a

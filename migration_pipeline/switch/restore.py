@@ -17,7 +17,7 @@ import sqlite3
 import psycopg
 
 from ..catalog import TableSpec
-from ..move import audit
+from ..move import audit, keys
 from ..move.convert import InvalidText
 from ..move.source import quote
 
@@ -55,8 +55,7 @@ def _order(value: object) -> tuple:
 
 def _rowid(source_key: str | None) -> int:
     """The rowid a source_key names for a row without a usable key (``rowid:N``), else 0."""
-    is_rowid = source_key and source_key.startswith("rowid:") and source_key[6:].isdigit()
-    return int(source_key[6:]) if is_rowid else 0  # a text key may itself read 'rowid:x'
+    return keys.rowid_of(source_key) or 0
 
 
 def quarantined_rows(conn: psycopg.Connection, spec: TableSpec, audited: bool) -> list[tuple[str, dict]]:
