@@ -15,7 +15,7 @@ from migration_pipeline.move import audit
 from migration_pipeline.move.convert import InvalidText, Rejected, convert_json
 from migration_pipeline.prove import behaviour, proof
 from migration_pipeline.samples.sample_data import generate
-from migration_pipeline.switch import delta, restore
+from migration_pipeline.switch import delta
 from migration_pipeline.switch.rollback import export_sqlite
 
 from .helpers import editable_copy, migrate, sqlite_exec
@@ -221,7 +221,7 @@ def test_raw_row_keeps_value_and_storage_class_through_jsonb(conn, value):
     """jsonb writes the REAL 1e16 as the integer 10000000000000000 (and -0.0 as 0.0): read back as the
     rollback export reads raw_row, it was restored as an INTEGER."""
     stored = conn.execute("SELECT %s::jsonb::text", (audit.raw_row_json(["v"], [value]),)).fetchone()[0]
-    back = restore._original(json.loads(stored, parse_int=restore._int64_or_real)["v"])
+    back = audit.original_value(json.loads(stored, parse_int=audit.int64_or_real)["v"])
     assert type(back) is type(value) and back == value
     if isinstance(value, float):
         assert str(back) == str(value)  # -0.0 keeps its sign
@@ -240,7 +240,7 @@ def test_keys_that_cannot_load_are_their_rowid(conn, catalog, tmp_path):
     rejected = quarantined(conn, "run-1")
     for key in odd:
         column, _, raw = rejected[f"rowid:{rowid_of(source, key)}"]
-        assert column == "id" and restore._original(raw["id"]) == key  # the original, exactly
+        assert column == "id" and audit.original_value(raw["id"]) == key  # the original, exactly
     assert conn.execute("SELECT text FROM tweets WHERE id = '7'").fetchone() == ("seven",)
 
 

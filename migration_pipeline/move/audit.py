@@ -12,6 +12,7 @@ Fails: psycopg errors propagate; :func:`raw_row_json` never fails: every SQLite 
 from __future__ import annotations
 
 import base64
+import json
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -58,6 +59,34 @@ def raw_row_json(columns: Sequence[str], values: Sequence[object]) -> str:
     exactly become ``{"$base64": ..., "$storage": ...}`` or ``{"$float": "inf"}`` (also REALs jsonb would
     write as integers, e.g. ``{"$float": "1e+16"}``)."""
     return orjson.dumps({c: _raw_value(v) for c, v in zip(columns, values, strict=True)}).decode()
+
+
+def original_value(value: object) -> object:
+    """A ``raw_row`` value (see :func:`raw_row_json`) as SQLite held it."""
+    if not isinstance(value, dict):
+        return value
+    if "$float" in value:
+        return float(value["$float"])
+    raw = base64.b64decode(value["$base64"])
+    if value.get("$storage") == "blob":
+        return raw
+    try:
+        return raw.decode("utf-8")  # TEXT holding a NUL
+    except UnicodeDecodeError:
+        return InvalidText(raw)  # TEXT that is not UTF-8: bound through CAST(? AS TEXT)
+
+
+def int64_or_real(text: str) -> int | float:
+    """A JSON integer of ``raw_row``: jsonb writes a large REAL (1e300) without exponent, while SQLite
+    integers are 64-bit."""
+    number = int(text)
+    return number if -(2**63) <= number < 2**63 else float(text)
+
+
+def raw_row_values(raw: str) -> dict[str, object]:
+    """The original row of a ``raw_row`` JSON text, ``{column: value as SQLite held it}``: the inverse of
+    :func:`raw_row_json`."""
+    return {c: original_value(v) for c, v in json.loads(raw, parse_int=int64_or_real).items()}
 
 
 def write_rejections(

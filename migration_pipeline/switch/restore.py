@@ -10,8 +10,6 @@ Fails: psycopg and sqlite3 errors other than a refused row propagate.
 
 from __future__ import annotations
 
-import base64
-import json
 import sqlite3
 
 import psycopg
@@ -20,26 +18,6 @@ from ..catalog import TableSpec
 from ..move import audit, keys
 from ..move.convert import InvalidText
 from ..move.source import quote
-
-
-def _original(value: object) -> object:
-    """A raw_row value (audit.raw_row_json) as SQLite held it."""
-    if not isinstance(value, dict):
-        return value
-    if "$float" in value:
-        return float(value["$float"])
-    raw = base64.b64decode(value["$base64"])
-    if value.get("$storage") == "blob":
-        return raw
-    try:
-        return raw.decode("utf-8")  # TEXT holding a NUL
-    except UnicodeDecodeError:
-        return InvalidText(raw)  # TEXT that is not UTF-8: bound through CAST(? AS TEXT)
-
-
-def _int64_or_real(text: str) -> int | float:
-    number = int(text)  # jsonb writes a large REAL (1e300) without exponent; SQLite integers are 64-bit
-    return number if -(2**63) <= number < 2**63 else float(text)
 
 
 def _order(value: object) -> tuple:
@@ -67,10 +45,7 @@ def quarantined_rows(conn: psycopg.Connection, spec: TableSpec, audited: bool) -
         "SELECT source_key, raw_row::text FROM migration_audit.rejected_rows WHERE run_id = %s AND table_name = %s",
         (load["run_id"], spec.name),
     ).fetchall()
-    decoded = [
-        (key, {c: _original(v) for c, v in json.loads(raw, parse_int=_int64_or_real).items()})
-        for key, raw in rows
-    ]
+    decoded = [(key, audit.raw_row_values(raw)) for key, raw in rows]
     return sorted(decoded, key=lambda r: (tuple(_order(r[1].get(c)) for c in spec.primary_key), _rowid(r[0])))
 
 
