@@ -11,7 +11,7 @@ import psycopg
 import pytest
 
 from migration_pipeline.connect.target import conninfo
-from migration_pipeline.move import changes, guard, phase
+from migration_pipeline.move import audit, changes, checksums, guard, phase
 from migration_pipeline.move.load import load_table
 from migration_pipeline.move.source import Snapshot
 from migration_pipeline.switch import finalize
@@ -83,6 +83,54 @@ def test_after_the_switch_the_apps_writes_keep_the_checks_green(conn, catalog, p
     assert failures(conn, catalog, proven) == {}
     # a change made before the switch stays unexplained after it
     assert phase.current(conn).name == phase.SWITCHED
+
+
+def test_the_apps_writes_are_hashed_alike_whatever_its_session_settings(conn, catalog, proven, settings):
+    """The triggers render rows without fixed settings (a SET clause would tax every write): an app whose
+    sessions use another time zone and date style still keeps the proof exact."""
+    phase.declare(conn, phase.SWITCHED, by="test")
+    tweet = one_tweet(conn)
+    with psycopg.connect(conninfo(settings), autocommit=True) as app:
+        app.execute("SET TimeZone = 'Pacific/Chatham'")
+        app.execute("SET DateStyle = 'SQL, DMY'")
+        app.execute("SET IntervalStyle = 'sql_standard'")
+        app.execute("UPDATE tweets SET created_at = created_at + interval '1 hour' WHERE id = %s", (tweet,))
+        app.execute(
+            "INSERT INTO tweets (id, user_id, text, created_at) SELECT 'tz-tweet', id, 'late', '2024-02-29 23:59:59.5'"
+            " FROM users ORDER BY id LIMIT 1"
+        )
+    assert failures(conn, catalog, proven) == {}
+    as_operator(
+        settings, "UPDATE tweets SET created_at = created_at + interval '1 microsecond' WHERE id = 'tz-tweet'"
+    )
+    phase.declare(conn, phase.MIGRATED, by="test")  # now nobody may write: both changes are caught
+    assert ("tweets", "content_parity") in failures(conn, catalog, proven)
+
+
+def test_a_baseline_recorded_by_an_earlier_version_is_still_verified(conn, catalog, proven, settings):
+    """rowmd5-v1 baselines (rows rendered under fixed settings) stay verifiable as they were taken, with
+    the triggers installed alongside them; a sync refuses to carry them forward."""
+    spec = catalog.table("tweets")
+    load = audit.latest_load(conn, "tweets")
+    columns = checksums.Checksum.parse(load["checksum"]).columns
+    legacy = checksums.table_checksum(conn, spec, columns, checksums.LEGACY)
+    assert legacy.total != checksums.table_checksum(conn, spec, columns).total
+    with conn.transaction():
+        conn.execute(
+            "UPDATE migration_audit.table_loads SET checksum = %s WHERE run_id = %s AND table_name = 'tweets'",
+            (str(legacy), load["run_id"]),
+        )
+        changes.install(conn, spec, columns, checksums.LEGACY)
+    assert failures(conn, catalog, proven) == {}
+    phase.declare(conn, phase.SWITCHED, by="test")
+    with psycopg.connect(conninfo(settings), autocommit=True) as app:
+        app.execute("SET TimeZone = 'America/New_York'")
+        app.execute(
+            "UPDATE tweets SET created_at = created_at + interval '1 day' WHERE id = %s", (one_tweet(conn),)
+        )
+    assert failures(conn, catalog, proven) == {}
+    phase.declare(conn, phase.MIGRATED, by="test")
+    assert ("tweets", "content_parity") in failures(conn, catalog, proven)
 
 
 def test_a_change_before_the_declaration_stays_unexplained(conn, catalog, proven, settings):

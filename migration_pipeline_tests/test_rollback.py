@@ -75,7 +75,7 @@ def assert_same_content(a, b, catalog, *, quarantined: dict[str, int]) -> None:
         load_b = audit.latest_load(b, spec.name)
         assert fingerprint(b, spec.name) == fingerprint(a, spec.name), spec.name
         columns = checksums.Checksum.parse(load_b["checksum"]).columns
-        assert load_b["checksum"] == str(checksums.table_checksum(a, spec.name, columns)), spec.name
+        assert load_b["checksum"] == str(checksums.table_checksum(a, spec, columns)), spec.name
         assert load_b["rejected_rows"] == quarantined.get(spec.name, 0), spec.name
 
 

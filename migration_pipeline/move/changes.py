@@ -3,7 +3,7 @@
 In:  a table spec and the columns its load checksum covers.
 Out: :func:`install` creates (or replaces) row-level triggers that log every row added or removed
      (an update is both; a TRUNCATE removes every row) into ``migration_audit.row_changes`` with its key,
-     row hash (rendered with fixed settings so it equals the load checksum's hash), the statement, role,
+     row hash (in the version of the table's baseline checksum), the statement, role,
      ``application_name``, client address and transaction. :func:`reset` empties a table's log (a load is
      the new baseline). While a load runs, ``migration_pipeline.loading`` is on and nothing is logged.
      Whether an entry is the app's own write depends on the phase (phase.py): :func:`summary` returns
@@ -24,8 +24,7 @@ import psycopg
 from psycopg import sql
 
 from ..catalog import TableSpec
-from . import keys, phase
-from .checksums import fixed_rendering_clauses, row_hash
+from . import checksums, keys, phase
 
 LOADING = "migration_pipeline.loading"
 # Row-level triggers: an app writes a row or a few per statement, and a row-level trigger logs each with
@@ -51,8 +50,11 @@ def _function(table: str) -> sql.Identifier:
     return sql.Identifier("migration_audit", f"log_changes__{table}")
 
 
-def install(conn: psycopg.Connection, spec: TableSpec, columns: Sequence[str]) -> None:
-    """(Re)create the logging function and triggers of ``spec``'s table (inside the load's transaction)."""
+def install(
+    conn: psycopg.Connection, spec: TableSpec, columns: Sequence[str], version: str = checksums.VERSION
+) -> None:
+    """(Re)create the logging function and triggers of ``spec``'s table (inside the load's transaction),
+    hashing rows as the baseline checksum of ``version`` does."""
     table = sql.Identifier(spec.name)
     columns_ = sql.SQL(
         "INSERT INTO migration_audit.row_changes"
@@ -67,7 +69,8 @@ def install(conn: psycopg.Connection, spec: TableSpec, columns: Sequence[str]) -
     def row(op: str, record: str) -> sql.Composable:  # the OLD or NEW row of a row-level trigger
         return sql.SQL("{columns_} VALUES ({name}, {op}, {key}, {hash}, {context})").format(
             columns_=columns_, name=sql.Literal(spec.name), op=sql.Literal(op),
-            key=keys.key_sql(spec.primary_key, record), hash=row_hash(columns, record), context=context,
+            key=keys.key_sql(spec.primary_key, record), hash=checksums.row_hash(spec, columns, record, version),
+            context=context,
         )  # fmt: skip
 
     body = sql.SQL(
@@ -86,7 +89,7 @@ def install(conn: psycopg.Connection, spec: TableSpec, columns: Sequence[str]) -
         columns_=columns_,
         name=sql.Literal(spec.name),
         key=keys.key_sql(spec.primary_key, "r"),
-        hash=row_hash(columns, "r"),
+        hash=checksums.row_hash(spec, columns, "r", version),
         context=context,
         table=table,
         removed=row("D", "old"),
@@ -97,7 +100,8 @@ def install(conn: psycopg.Connection, spec: TableSpec, columns: Sequence[str]) -
             "CREATE OR REPLACE FUNCTION {fn}() RETURNS trigger LANGUAGE plpgsql {settings} AS {body}"
         ).format(
             fn=_function(spec.name),
-            settings=fixed_rendering_clauses(),
+            # only a LEGACY hash depends on session settings (a SET clause costs every write)
+            settings=checksums.fixed_rendering_clauses() if version == checksums.LEGACY else sql.SQL(""),
             body=sql.Literal(body.as_string(conn)),
         )
     )

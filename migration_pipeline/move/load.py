@@ -71,7 +71,9 @@ def _load(conn, snapshot, catalog, spec, columns, result: LoadResult, progress, 
             batches = lambda: snapshot.stream(spec.name, columns)  # noqa: E731 (read again on a redo)
             result.source_rows = stage_rows(conn, batches, spec, columns, stage, spool, progress)
         quarantine.constraint_rejections(conn, catalog, spec, columns, stage, spool, snapshot)
-        result.checksum = str(checksums.checksum(conn, stage, columns))  # the loaded source rows, converted
+        result.checksum = str(
+            checksums.checksum(conn, stage, spec, columns)
+        )  # the loaded source rows, converted
         result.removed_rows = guard.keys_gone(conn, spec, columns, stage) if before else 0
         result.loaded_rows, result.cascaded_deletes = publish.replace_content(
             conn, catalog, spec, columns, stage

@@ -95,7 +95,7 @@ def _cascade(
         rows = conn.execute(
             sql.SQL("DELETE FROM {t} t WHERE {w} RETURNING {pk}, {h}").format(
                 t=sql.Identifier(child.name), w=condition, pk=_pk(child),
-                h=checksums.row_hash(pending["columns"][child.name], "t"),
+                h=checksums.row_hash(child, pending["columns"][child.name], "t"),
             )
         ).fetchall()  # fmt: skip
         for *key, row_hash in rows:
@@ -152,7 +152,7 @@ def apply_table(
             for temp in (stage, affected_table):  # statistics, so joins with the big table use its keys
                 conn.execute(sql.SQL("ANALYZE {}").format(temp))
             affected = sql.SQL("({pk}) IN (SELECT {pk} FROM {a})").format(pk=pk, a=affected_table)
-            old_rows = checksums.checksum(conn, t, columns, affected)  # the rows about to change
+            old_rows = checksums.checksum(conn, t, spec, columns, affected)  # the rows about to change
             doomed = sql.SQL("SELECT {pk} FROM {a} a WHERE ({pk}) NOT IN (SELECT {pk} FROM {s})").format(
                 pk=pk, a=affected_table, s=stage
             )
@@ -163,7 +163,7 @@ def apply_table(
             _write_staged(conn, spec, columns, stage, delta)
             # afterwards the rows with those keys are exactly the staged ones (the load's checksum is also
             # taken on its stage: the same row text)
-            new_rows = checksums.checksum(conn, stage, columns)
+            new_rows = checksums.checksum(conn, stage, spec, columns)
             drop_stage(conn, stage)
             rows = before.rows - old_rows.rows - removed[spec.name] + new_rows.rows
             total = before.total - old_rows.total - hashes[spec.name] + new_rows.total

@@ -87,6 +87,12 @@ def _check_preconditions(conn, catalog: Catalog, identity: str) -> dict[str, dic
             f"the baseline snapshot is not what {', '.join(stale)} were last loaded from (another snapshot "
             "was taken since, or a table was loaded from elsewhere): run a full migration"
         )
+    legacy = [t for t in catalog.names if (loads[t]["checksum"] or "").startswith(checksums.LEGACY + ";")]
+    if legacy:
+        raise DeltaError(
+            f"the last load of {', '.join(legacy)} recorded a {checksums.LEGACY} checksum (an earlier version of "
+            "this tool), which a sync cannot carry forward: run a full migration"
+        )
     untracked = conn.execute(
         sql.SQL(
             "SELECT DISTINCT r.table_name FROM migration_audit.rejected_rows r JOIN ({}) l"
@@ -154,7 +160,6 @@ def _sync_locked(conn, catalog: Catalog, source: Path, baseline: Path, run_id: s
     try:
         with conn.transaction():
             changes.suppress_for_load(conn)
-            checksums.fixed_rendering(conn)
             # the sync touches few rows of big tables: key lookups, not scans (the data is cached)
             conn.execute("SET LOCAL random_page_cost = 1.1")
             for spec in catalog.tables:  # writers wait; readers go on

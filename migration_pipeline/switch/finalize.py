@@ -39,7 +39,7 @@ def _record_baselines(conn: psycopg.Connection, catalog: Catalog, run_id: str, w
         if not base or not base.get("checksum"):
             raise phase.PhaseError(f"{name} was never loaded: there is no proof to carry on")
         columns = checksums.Checksum.parse(base["checksum"]).columns
-        now = checksums.checksum(conn, sql.Identifier(name), columns)
+        now = checksums.checksum(conn, sql.Identifier(name), catalog.table(name), columns)
         conn.execute(
             "INSERT INTO migration_audit.proof_baselines (run_id, table_name, rows, checksum, why)"
             " VALUES (%s, %s, %s, %s, %s)",
@@ -94,7 +94,8 @@ def resume(
         )
         for name in catalog.names:
             spec = catalog.table(name)
-            changes.install(conn, spec, checksums.Checksum.parse(recorded[name]).columns)
+            baseline = checksums.Checksum.parse(recorded[name])
+            changes.install(conn, spec, baseline.columns, baseline.version)
         conn.execute("DELETE FROM migration_audit.row_changes")
         phase.declare(
             conn,
