@@ -133,6 +133,20 @@ def remove(conn: psycopg.Connection, table: str) -> None:
         )
 
 
+def pause(conn: psycopg.Connection, table: str) -> None:
+    """Disable the table's logging triggers for the rest of a load that writes into it (inside its
+    transaction; :func:`install` puts them back enabled): a disabled trigger queues nothing for the rows
+    a bulk statement touches, and disabling it, unlike dropping it, lets readers go on."""
+    present = conn.execute(
+        "SELECT tgname FROM pg_trigger WHERE tgrelid = to_regclass(%s) AND tgname = ANY(%s)",
+        (f"public.{table}", list(TRIGGERS)),
+    ).fetchall()
+    for (name,) in present:
+        conn.execute(
+            sql.SQL("ALTER TABLE {} DISABLE TRIGGER {}").format(sql.Identifier(table), sql.Identifier(name))
+        )
+
+
 def suppress_for_load(conn: psycopg.Connection) -> None:
     """Inside a load's transaction: the load's own writes are not app changes."""
     conn.execute("SELECT set_config(%s, 'on', true)", (LOADING,))

@@ -59,9 +59,10 @@ def reject_unindexable(
     columns: Sequence[str],
     stage: sql.Identifier,
     rejects: sql.Identifier,
-) -> None:
+) -> int:
     """Move staged rows whose entry in one of ``spec``'s expression indexes cannot be built into
-    ``rejects`` (``_rowid, column_name, kind, reason``)."""
+    ``rejects`` (``_rowid, column_name, kind, reason``); returns how many."""
+    moved = 0
     for index, expression, read in _expression_indexes(conn, spec.name):
         if not read or not set(read) <= set(columns):
             continue  # reads a column left to its default: the default is small
@@ -75,7 +76,7 @@ def reject_unindexable(
             continue
         conn.execute(_TRY_ENTRY)
         entry = sql.SQL("SELECT {} FROM {} WHERE _rowid = $1").format(sql.SQL(expression), stage)
-        conn.execute(
+        moved += conn.execute(
             sql.SQL(
                 "WITH tried AS (SELECT _rowid, pg_temp.index_entry_error(%(entry)s, _rowid) AS error"
                 " FROM {stage} WHERE _rowid IN ({suspects})),"
@@ -92,4 +93,5 @@ def reject_unindexable(
                 "shown": ", ".join(read),
                 "index": index,
             },
-        )
+        ).rowcount
+    return moved

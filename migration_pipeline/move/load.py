@@ -1,5 +1,8 @@
 """Load one table: snapshot rows -> converters -> COPY -> constraint quarantine -> publish -> finish, in one transaction.
 
+A table nothing references is COPYed into its shadow, which is swapped in (shadow.py): each row is
+written once. A referenced one is staged in a temporary table and merged (publish.py).
+
 In:  an open psycopg connection to the target, a source :class:`~migration_pipeline.move.source.Snapshot`,
      the table's :class:`~migration_pipeline.catalog.TableSpec` and a run id.
 Out: a :class:`LoadResult`. On return the table holds exactly the source rows that could be loaded, every
@@ -24,10 +27,10 @@ from psycopg import sql
 
 from ..catalog import Catalog
 from ..connect.target import apply_schema, privileges
-from . import changes, checksums, guard, phase, publish, quarantine
+from . import changes, checksums, guard, phase, publish, quarantine, shadow
 from .finish import LoadResult, finish_table
 from .source import Snapshot
-from .stage import LoadError, ProgressCallback, Spool, create_stage, plan_columns, stage_rows
+from .stage import LoadError, ProgressCallback, Spool, create_rejects, create_stage, plan_columns, stage_rows
 
 
 def load_table(
@@ -65,19 +68,31 @@ def _load(conn, snapshot, catalog, spec, columns, result: LoadResult, progress, 
         conn.execute(sql.SQL("LOCK TABLE {} IN EXCLUSIVE MODE").format(sql.Identifier(table)))
         before = _count(conn, table)
         changes.suppress_for_load(conn)  # cascades into child tables are not app changes either
-        changes.remove(conn, table)
-        stage = create_stage(conn, spec, columns)
+        # a table nothing references is loaded into its shadow and swapped in: each row written once,
+        # and the live table (with its change-log triggers) untouched until then
+        swap = shadow.obstacle(conn, table, frozenset(changes.TRIGGERS)) is None
+        if swap:
+            stage = shadow.create(conn, table)
+            create_rejects(conn)
+        else:
+            changes.pause(conn, table)
+            stage = create_stage(conn, spec, columns)
         if result.source_present:
             batches = lambda: snapshot.stream(spec.name, columns)  # noqa: E731 (read again on a redo)
             result.source_rows = stage_rows(conn, batches, spec, columns, stage, spool, progress)
-        quarantine.constraint_rejections(conn, catalog, spec, columns, stage, spool, snapshot)
-        result.checksum = str(
-            checksums.checksum(conn, stage, spec, columns)
-        )  # the loaded source rows, converted
+        unindexable = quarantine.constraint_rejections(conn, catalog, spec, columns, stage, spool, snapshot)
+        if swap and unindexable:  # an index build would still read them (rows deleted in this transaction)
+            stage = shadow.rewrite(conn, table)
+        loaded = checksums.checksum(conn, stage, spec, columns)  # the loaded source rows, converted
+        result.checksum = str(loaded)
         result.removed_rows = guard.keys_gone(conn, spec, columns, stage) if before else 0
-        result.loaded_rows, result.cascaded_deletes = publish.replace_content(
-            conn, catalog, spec, columns, stage
-        )
+        if swap:
+            shadow.swap_in(conn, spec)
+            result.loaded_rows, result.cascaded_deletes = loaded.rows, {}
+        else:
+            result.loaded_rows, result.cascaded_deletes = publish.replace_content(
+                conn, catalog, spec, columns, stage
+            )
         shrinks = [guard.Shrink(table, before, result.removed_rows)] + [
             guard.Shrink(child, _count(conn, child) + n, n, via=table)
             for child, n in result.cascaded_deletes.items()
@@ -90,7 +105,7 @@ def _load(conn, snapshot, catalog, spec, columns, result: LoadResult, progress, 
             )
         changes.reset(conn, table)  # this load is the new baseline for the app's changes
         changes.install(conn, spec, columns)
-        finish_table(conn, spec, result, spool, result.origin, _unconserved)
+        finish_table(conn, spec, result, spool, result.origin, _unconserved, analyze=not swap)
 
 
 def _unconserved(result: LoadResult) -> LoadError:

@@ -124,12 +124,16 @@ def constraint_rejections(
     stage: sql.Identifier,
     spool: Spool,
     snapshot: Snapshot,
-) -> None:
+) -> int:
     """Quarantine staged rows an index cannot hold or breaking CHECK, FOREIGN KEY or UNIQUE constraints,
     in that order (a row kept for a key is one that loads), and add them to ``spool`` with their
-    original values (``snapshot``: what the rows were staged from, read again by rowid)."""
+    original values (``snapshot``: what the rows were staged from, read again by rowid). Returns how
+    many rows an index could not hold."""
+    unindexable = 0
     if columns:
-        index_limits.reject_unindexable(conn, spec, columns, stage, REJECTS)  # as if it failed conversion
+        unindexable = index_limits.reject_unindexable(
+            conn, spec, columns, stage, REJECTS
+        )  # as if unconvertible
         _reject_checks(conn, spec, columns, stage)
         _reject_orphans(conn, catalog, spec, columns, stage)
         _reject_duplicates(conn, spec, columns, stage)
@@ -144,3 +148,4 @@ def constraint_rejections(
                 spool.add(
                     Rejection(rowid, keys.source_key(spec, columns, row), column, reason, kind), row[1:]
                 )
+    return unindexable

@@ -84,12 +84,17 @@ def create_stage(conn: psycopg.Connection, spec: TableSpec, columns: Sequence[st
             sql.SQL("{} {}").format(sql.Identifier(name), sql.SQL(_STAGE_TYPES.get(col.pg_type, col.pg_type)))
         )
     conn.execute(sql.SQL("CREATE TEMP TABLE {} ({}) ON COMMIT DROP").format(stage, sql.SQL(", ").join(defs)))
+    create_rejects(conn)
+    return stage
+
+
+def create_rejects(conn: psycopg.Connection) -> None:
+    """The temporary table of the rows quarantine finds in SQL (:data:`REJECTS`)."""
     conn.execute(
         sql.SQL(
             "CREATE TEMP TABLE {} (_rowid bigint, column_name text, kind text, reason text) ON COMMIT DROP"
         ).format(REJECTS)
     )
-    return stage
 
 
 def drop_stage(conn: psycopg.Connection, stage: sql.Identifier) -> None:

@@ -1,0 +1,195 @@
+"""The shadow of a table: a full load writes each row once, into a bare copy of the table, then swaps it in.
+
+In:  a table nothing references (no foreign key points at it), inside its load's transaction.
+Out: :func:`create` makes ``migration_stage.<table>``, shaped like the live table (columns, types,
+     defaults, NOT NULL) but bare (no keys, CHECKs, indexes or foreign keys: a COPY into it maintains
+     nothing), plus the source ``_rowid`` that quarantine works with. The load COPYs the converted rows
+     into it and quarantine moves the rows that break a constraint out of it. :func:`swap_in` then
+     builds the live table's keys, CHECKs, foreign keys and indexes on it from their catalog definitions
+     (what ``schema/`` created), refreshes its statistics, and in one short step under an ACCESS
+     EXCLUSIVE lock gives it the live table's owner, grants, comment and SERIAL sequences, drops the live
+     table and moves the shadow into its place. Readers keep the old content until that step; a
+     failure anywhere rolls the whole transaction back: the old table, and no shadow.
+     :func:`obstacle` says why a table cannot be swapped (something hangs on the live table that a swap
+     would lose: a view, a policy, a trigger of someone else's, a publication, column grants); its load
+     then replaces the content in place.
+Fails: psycopg errors propagate; :class:`LockTimeout` when the live table stays locked by others.
+"""
+
+from __future__ import annotations
+
+import time
+
+import psycopg
+from psycopg import sql
+
+from ..catalog import TableSpec
+
+SCHEMA = "migration_stage"
+ROWID = "_rowid"
+# the swap waits this long at a time for the readers and writers of the live table (queued readers wait
+# behind the lock request meanwhile), and tries this many times before giving up
+LOCK_WAIT, LOCK_TRIES = "2s", 30
+
+
+class LockTimeout(RuntimeError):
+    """The live table stayed in use; the load rolled back and the table keeps its content."""
+
+
+def shadow_of(table: str) -> sql.Identifier:
+    return sql.Identifier(SCHEMA, table)
+
+
+def _live(table: str) -> sql.Identifier:
+    return sql.Identifier("public", table)
+
+
+def obstacle(conn: psycopg.Connection, table: str, own_triggers: frozenset[str]) -> str | None:
+    """Why ``table`` cannot be swapped (None if it can). ``own_triggers``: the triggers the load itself
+    manages (the change log's), which the swap may drop."""
+    oid = conn.execute("SELECT %s::regclass::oid", (f"public.{table}",)).fetchone()[0]
+    found = conn.execute(
+        "SELECT"
+        " EXISTS (SELECT FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid"
+        "         WHERE d.refobjid = %(t)s AND d.classid = 'pg_rewrite'::regclass AND r.ev_class <> %(t)s),"
+        " EXISTS (SELECT FROM pg_constraint WHERE confrelid = %(t)s AND contype = 'f'),"
+        " EXISTS (SELECT FROM pg_trigger WHERE tgrelid = %(t)s AND NOT tgisinternal AND tgname <> ALL(%(own)s)),"
+        " (SELECT relrowsecurity FROM pg_class WHERE oid = %(t)s) OR EXISTS (SELECT FROM pg_policy WHERE polrelid = %(t)s),"
+        " EXISTS (SELECT FROM pg_publication_rel WHERE prrelid = %(t)s),"
+        " EXISTS (SELECT FROM pg_attribute WHERE attrelid = %(t)s AND attacl IS NOT NULL),"
+        " EXISTS (SELECT FROM pg_inherits WHERE inhrelid = %(t)s OR inhparent = %(t)s)",
+        {"t": oid, "own": list(own_triggers)},
+    ).fetchone()
+    reasons = ("a view or rule depends on it", "a foreign key references it", "it has triggers of its own",
+               "it has row-level security", "it is published for logical replication", "it has column grants",
+               "it takes part in inheritance")  # fmt: skip
+    return next((r for r, hit in zip(reasons, found, strict=True) if hit), None)
+
+
+def create(conn: psycopg.Connection, table: str) -> sql.Identifier:
+    """A bare copy of the live table, plus ``_rowid``, in :data:`SCHEMA` (any leftover dropped)."""
+    shadow = shadow_of(table)
+    conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(SCHEMA)))
+    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(shadow))
+    conn.execute(
+        sql.SQL(
+            "CREATE TABLE {} (LIKE {} INCLUDING DEFAULTS INCLUDING STORAGE INCLUDING COMPRESSION"
+            " INCLUDING GENERATED INCLUDING IDENTITY INCLUDING COMMENTS)"
+        ).format(shadow, _live(table))
+    )
+    conn.execute(sql.SQL("ALTER TABLE {} ADD COLUMN {} bigint").format(shadow, sql.Identifier(ROWID)))
+    return shadow
+
+
+def rewrite(conn: psycopg.Connection, table: str) -> sql.Identifier:
+    """Copy the shadow's rows into a new shadow. Only for a shadow that quarantine removed rows from that
+    no index can hold: an index build in this transaction would still read them (PostgreSQL indexes rows
+    their own transaction deleted) and fail. Rare (texts over 1 MB of words), so writing twice is fine."""
+    shadow, rewritten = shadow_of(table), sql.Identifier(SCHEMA, f"{table}__rewritten")
+    conn.execute(
+        sql.SQL(
+            "CREATE TABLE {} (LIKE {} INCLUDING DEFAULTS INCLUDING STORAGE INCLUDING COMPRESSION"
+            " INCLUDING GENERATED INCLUDING IDENTITY INCLUDING COMMENTS)"
+        ).format(rewritten, shadow)
+    )
+    conn.execute(sql.SQL("INSERT INTO {} SELECT * FROM {}").format(rewritten, shadow))
+    conn.execute(sql.SQL("DROP TABLE {}").format(shadow))
+    conn.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(rewritten, sql.Identifier(table)))
+    return shadow
+
+
+def _structures(conn: psycopg.Connection, spec: TableSpec) -> list[sql.Composable]:
+    """The live table's keys, CHECKs, foreign keys and indexes as statements on its shadow: keys first
+    (their indexes), then CHECKs and foreign keys (each validated by one scan or join), then indexes.
+    A CHECK of ``schema/`` is written as there (PostgreSQL's deparsed text can parse into another,
+    equivalent expression, which the conformance check would rightly call a difference)."""
+    table = spec.name
+    oid = conn.execute("SELECT %s::regclass::oid", (f"public.{table}",)).fetchone()[0]
+    shadow = shadow_of(table)
+    written = {c.name: f"CHECK ({c.expression})" for c in spec.checks if c.name}
+    statements = [
+        sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
+            shadow,
+            sql.Identifier(name),
+            sql.SQL(written.get(name, definition) if kind == "c" else definition),
+        )
+        for name, definition, kind in conn.execute(
+            "SELECT conname, pg_get_constraintdef(oid), contype::text FROM pg_constraint WHERE conrelid = %s"
+            " AND contype IN ('p', 'u', 'c', 'f', 'x') ORDER BY array_position(ARRAY['p','u','x','c','f'], contype::text), conname",
+            (oid,),
+        )
+    ]
+    for (definition,) in conn.execute(
+        "SELECT replace(pg_get_indexdef(i.indexrelid), ' ON ' || quote_ident(n.nspname) || '.' || quote_ident(c.relname) || ' ',"
+        "               ' ON ' || quote_ident(%s) || '.' || quote_ident(c.relname) || ' ')"
+        " FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE i.indrelid = %s AND NOT EXISTS (SELECT FROM pg_constraint k WHERE k.conindid = i.indexrelid"
+        "                                       AND k.conrelid = i.indrelid)"
+        " ORDER BY i.indexrelid",
+        (SCHEMA, oid),
+    ):
+        statements.append(sql.SQL(definition))
+    return statements
+
+
+def swap_in(conn: psycopg.Connection, spec: TableSpec) -> None:
+    """Give the shadow the live table's structures, statistics, owner, grants and sequences, and put it
+    in the live table's place (see module doc)."""
+    table, shadow, live = spec.name, shadow_of(spec.name), _live(spec.name)
+    conn.execute(sql.SQL("ALTER TABLE {} DROP COLUMN {}").format(shadow, sql.Identifier(ROWID)))
+    conn.execute("SET LOCAL maintenance_work_mem = '256MB'")
+    for statement in _structures(conn, spec):
+        conn.execute(statement)
+    conn.execute(sql.SQL("ANALYZE {}").format(shadow))
+    owner, comment, grants = conn.execute(
+        "SELECT pg_get_userbyid(relowner), obj_description(oid, 'pg_class'),"
+        " (SELECT array_agg(format('GRANT %%s ON %%I.%%I TO %%s%%s', a.privilege_type, %s::text, %s::text,"
+        "   CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(a.grantee)) END,"
+        "   CASE WHEN a.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END))"
+        "  FROM aclexplode(relacl) a WHERE a.grantee <> relowner)"
+        " FROM pg_class WHERE oid = %s::regclass",
+        (SCHEMA, table, f"public.{table}"),
+    ).fetchone()
+    if owner != conn.execute("SELECT current_user").fetchone()[0]:
+        conn.execute(sql.SQL("ALTER TABLE {} OWNER TO {}").format(shadow, sql.Identifier(owner)))
+    for grant in grants or ():
+        conn.execute(sql.SQL(grant))
+    if comment is not None:
+        conn.execute(sql.SQL("COMMENT ON TABLE {} IS {}").format(shadow, sql.Literal(comment)))
+    _lock(conn, live)
+    sequences = {  # the SERIAL sequences stay, and go on from where they were
+        column: conn.execute("SELECT pg_get_serial_sequence(%s, %s)", (f"public.{table}", column)).fetchone()[
+            0
+        ]
+        for column in spec.serial_columns
+    }
+    sequences = {column: sequence for column, sequence in sequences.items() if sequence is not None}
+    for sequence in sequences.values():
+        conn.execute(sql.SQL("ALTER SEQUENCE {} OWNED BY NONE").format(sql.SQL(sequence)))
+    conn.execute(sql.SQL("DROP TABLE {}").format(live))
+    conn.execute(sql.SQL("ALTER TABLE {} SET SCHEMA public").format(shadow))
+    for column, sequence in sequences.items():
+        conn.execute(
+            sql.SQL("ALTER SEQUENCE {} OWNED BY {}.{}").format(
+                sql.SQL(sequence), live, sql.Identifier(column)
+            )
+        )
+
+
+def _lock(conn: psycopg.Connection, live: sql.Identifier) -> None:
+    """ACCESS EXCLUSIVE on the live table, waiting :data:`LOCK_WAIT` at a time (so the readers queued
+    behind the request are not held up for long), from a savepoint so a timeout costs only the attempt."""
+    before = conn.execute("SELECT current_setting('lock_timeout')").fetchone()[0]
+    for attempt in range(LOCK_TRIES):
+        try:
+            with conn.transaction():
+                conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(LOCK_WAIT)))
+                conn.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(live))
+                conn.execute("SELECT set_config('lock_timeout', %s, true)", (before,))
+                return
+        except psycopg.errors.LockNotAvailable:
+            time.sleep(min(0.1 * 2**attempt, 2.0))
+    raise LockTimeout(
+        f"{live.as_string(conn)} stayed in use by other sessions for {LOCK_TRIES} tries of {LOCK_WAIT}: "
+        "the load rolled back and the table keeps its content; run it again when the table is quieter"
+    )
