@@ -71,8 +71,10 @@ def _load(conn, snapshot, catalog, spec, columns, result: LoadResult, progress, 
         # a table nothing references is loaded into its shadow and swapped in: each row written once,
         # and the live table (with its change-log triggers) untouched until then
         swap = shadow.obstacle(conn, table, frozenset(changes.TRIGGERS)) is None
+        builds = None
         if swap:
-            stage = shadow.create(conn, table)
+            builds = shadow.Shadow.create(conn, spec)
+            stage = builds.name
             create_rejects(conn)
         else:
             changes.pause(conn, table)
@@ -80,14 +82,12 @@ def _load(conn, snapshot, catalog, spec, columns, result: LoadResult, progress, 
         if result.source_present:
             batches = lambda: snapshot.stream(spec.name, columns)  # noqa: E731 (read again on a redo)
             result.source_rows = stage_rows(conn, batches, spec, columns, stage, spool, progress)
-        unindexable = quarantine.constraint_rejections(conn, catalog, spec, columns, stage, spool, snapshot)
-        if swap and unindexable:  # an index build would still read them (rows deleted in this transaction)
-            stage = shadow.rewrite(conn, table)
+        stage = quarantine.constraint_rejections(conn, catalog, spec, columns, stage, spool, snapshot, builds)
         loaded = checksums.checksum(conn, stage, spec, columns)  # the loaded source rows, converted
         result.checksum = str(loaded)
         result.removed_rows = guard.keys_gone(conn, spec, columns, stage) if before else 0
-        if swap:
-            shadow.swap_in(conn, spec)
+        if builds is not None:
+            builds.swap_in()
             result.loaded_rows, result.cascaded_deletes = loaded.rows, {}
         else:
             result.loaded_rows, result.cascaded_deletes = publish.replace_content(
@@ -105,7 +105,7 @@ def _load(conn, snapshot, catalog, spec, columns, result: LoadResult, progress, 
             )
         changes.reset(conn, table)  # this load is the new baseline for the app's changes
         changes.install(conn, spec, columns)
-        finish_table(conn, spec, result, spool, result.origin, _unconserved, analyze=not swap)
+        finish_table(conn, spec, result, spool, result.origin, _unconserved, analyze=builds is None)
 
 
 def _unconserved(result: LoadResult) -> LoadError:

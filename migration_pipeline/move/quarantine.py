@@ -12,6 +12,7 @@ Fails: psycopg errors propagate to the caller, whose transaction then rolls back
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Protocol
 
 import psycopg
 from psycopg import sql
@@ -116,6 +117,20 @@ def _reject_duplicates(conn, spec: TableSpec, columns, stage: sql.Identifier) ->
         )
 
 
+class Builds(Protocol):
+    """A stage that becomes the table (move/shadow.py): its constraints can be added as quarantine goes."""
+
+    def restage(self) -> sql.Identifier: ...  # after rows no index can hold left it: the stage to go on with
+    def add(self, kind: str) -> None: ...  # add the constraints of kind 'checks', 'foreign keys' or 'keys'
+
+
+_VIOLATIONS = (
+    psycopg.errors.CheckViolation,
+    psycopg.errors.ForeignKeyViolation,
+    psycopg.errors.UniqueViolation,
+)
+
+
 def constraint_rejections(
     conn: psycopg.Connection,
     catalog: Catalog,
@@ -124,19 +139,33 @@ def constraint_rejections(
     stage: sql.Identifier,
     spool: Spool,
     snapshot: Snapshot,
-) -> int:
+    builds: Builds | None = None,
+) -> sql.Identifier:
     """Quarantine staged rows an index cannot hold or breaking CHECK, FOREIGN KEY or UNIQUE constraints,
     in that order (a row kept for a key is one that loads), and add them to ``spool`` with their
-    original values (``snapshot``: what the rows were staged from, read again by rowid). Returns how
-    many rows an index could not hold."""
-    unindexable = 0
+    original values (``snapshot``: what the rows were staged from, read again by rowid). With ``builds``,
+    each kind of constraint is first added to the stage as it is: PostgreSQL validates it with the
+    scan or join the quarantine query would make, so a source without such rows (the usual case) pays
+    once; only when it fails are the rows quarantined and the constraint added again. Returns the stage
+    (another one if ``builds`` had to restage)."""
     if columns:
-        unindexable = index_limits.reject_unindexable(
-            conn, spec, columns, stage, REJECTS
-        )  # as if unconvertible
-        _reject_checks(conn, spec, columns, stage)
-        _reject_orphans(conn, catalog, spec, columns, stage)
-        _reject_duplicates(conn, spec, columns, stage)
+        if index_limits.reject_unindexable(conn, spec, columns, stage, REJECTS) and builds is not None:
+            stage = builds.restage()
+        steps = (
+            ("checks", lambda: _reject_checks(conn, spec, columns, stage)),
+            ("foreign keys", lambda: _reject_orphans(conn, catalog, spec, columns, stage)),
+            ("keys", lambda: _reject_duplicates(conn, spec, columns, stage)),
+        )
+        for kind, reject in steps:
+            if builds is None:
+                reject()
+                continue
+            try:
+                with conn.transaction():  # a savepoint: a failed validation costs only the attempt
+                    builds.add(kind)
+            except _VIOLATIONS:
+                reject()
+                builds.add(kind)
     with conn.cursor(name="_rejects_cursor") as cur:
         cur.execute(
             sql.SQL("SELECT _rowid, column_name, kind, reason FROM {} ORDER BY _rowid").format(REJECTS)
@@ -148,4 +177,4 @@ def constraint_rejections(
                 spool.add(
                     Rejection(rowid, keys.source_key(spec, columns, row), column, reason, kind), row[1:]
                 )
-    return unindexable
+    return stage

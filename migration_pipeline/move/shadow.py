@@ -1,12 +1,14 @@
 """The shadow of a table: a full load writes each row once, into a bare copy of the table, then swaps it in.
 
 In:  a table nothing references (no foreign key points at it), inside its load's transaction.
-Out: :func:`create` makes ``migration_stage.<table>``, shaped like the live table (columns, types,
+Out: :meth:`Shadow.create` makes ``migration_stage.<table>``, shaped like the live table (columns, types,
      defaults, NOT NULL) but bare (no keys, CHECKs, indexes or foreign keys: a COPY into it maintains
      nothing), plus the source ``_rowid`` that quarantine works with. The load COPYs the converted rows
-     into it and quarantine moves the rows that break a constraint out of it. :func:`swap_in` then
-     builds the live table's keys, CHECKs, foreign keys and indexes on it from their catalog definitions
-     (what ``schema/`` created), refreshes its statistics, and in one short step under an ACCESS
+     into it and quarantine moves the rows that break a constraint out of it, adding the live table's
+     CHECKs, foreign keys and keys to it as it goes (:meth:`Shadow.add`: PostgreSQL validates each with
+     the scan or join a quarantine query would make, so quarantine only queries when one fails).
+     :meth:`Shadow.swap_in` then builds the live table's indexes from their catalog definitions (what
+     ``schema/`` created), refreshes its statistics, and in one short step under an ACCESS
      EXCLUSIVE lock gives it the live table's owner, grants, comment and SERIAL sequences, drops the live
      table and moves the shadow into its place. Readers keep the old content until that step; a
      failure anywhere rolls the whole transaction back: the old table, and no shadow.
@@ -66,81 +68,119 @@ def obstacle(conn: psycopg.Connection, table: str, own_triggers: frozenset[str])
     return next((r for r, hit in zip(reasons, found, strict=True) if hit), None)
 
 
-def create(conn: psycopg.Connection, table: str) -> sql.Identifier:
-    """A bare copy of the live table, plus ``_rowid``, in :data:`SCHEMA` (any leftover dropped)."""
-    shadow = shadow_of(table)
-    conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(SCHEMA)))
-    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(shadow))
-    conn.execute(
-        sql.SQL(
-            "CREATE TABLE {} (LIKE {} INCLUDING DEFAULTS INCLUDING STORAGE INCLUDING COMPRESSION"
-            " INCLUDING GENERATED INCLUDING IDENTITY INCLUDING COMMENTS)"
-        ).format(shadow, _live(table))
-    )
-    conn.execute(sql.SQL("ALTER TABLE {} ADD COLUMN {} bigint").format(shadow, sql.Identifier(ROWID)))
-    return shadow
+class Shadow:
+    """One table's shadow, inside its load's transaction: :meth:`create` it, COPY into :attr:`name`,
+    let quarantine :meth:`add` its constraints (and :meth:`restage` it), then :meth:`swap_in`."""
+
+    # the constraint kinds quarantine asks for, in its order (CHECKs, foreign keys, then keys)
+    KINDS = {"checks": ("c",), "foreign keys": ("f",), "keys": ("p", "u", "x")}
+
+    def __init__(self, conn: psycopg.Connection, spec: TableSpec):
+        self.conn, self.spec, self.name = conn, spec, shadow_of(spec.name)
+        self.added: set[str] = set()
+
+    @classmethod
+    def create(cls, conn: psycopg.Connection, spec: TableSpec) -> Shadow:
+        """A bare copy of the live table, plus ``_rowid``, in :data:`SCHEMA` (any leftover dropped)."""
+        made = cls(conn, spec)
+        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(SCHEMA)))
+        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(made.name))
+        made._like(made.name, _live(spec.name))
+        conn.execute(sql.SQL("ALTER TABLE {} ADD COLUMN {} bigint").format(made.name, sql.Identifier(ROWID)))
+        return made
+
+    def _like(self, new: sql.Identifier, model: sql.Identifier) -> None:
+        self.conn.execute(
+            sql.SQL(
+                "CREATE TABLE {} (LIKE {} INCLUDING DEFAULTS INCLUDING STORAGE INCLUDING COMPRESSION"
+                " INCLUDING GENERATED INCLUDING IDENTITY INCLUDING COMMENTS)"
+            ).format(new, model)
+        )
+
+    def restage(self) -> sql.Identifier:
+        """Copy the rows into a new shadow once quarantine removed rows that no index can hold: an index
+        build in this transaction would still read them (PostgreSQL indexes rows its own transaction
+        deleted) and fail. Rare (texts over 1 MB of words), so writing twice is fine. Before any
+        constraint is added (they would not be copied)."""
+        if self.added:
+            raise RuntimeError("a shadow is restaged before its constraints are added")
+        rewritten = sql.Identifier(SCHEMA, f"{self.spec.name}__rewritten")
+        self._like(rewritten, self.name)
+        self.conn.execute(sql.SQL("INSERT INTO {} SELECT * FROM {}").format(rewritten, self.name))
+        self.conn.execute(sql.SQL("DROP TABLE {}").format(self.name))
+        self.conn.execute(
+            sql.SQL("ALTER TABLE {} RENAME TO {}").format(rewritten, sql.Identifier(self.spec.name))
+        )
+        return self.name
+
+    def add(self, kind: str) -> None:
+        """Add the live table's constraints of ``kind`` (a key of :data:`KINDS`); PostgreSQL validates
+        them, raising an IntegrityError when a row breaks one."""
+        self.conn.execute("SET LOCAL maintenance_work_mem = '256MB'")
+        for statement in _constraints(self.conn, self.spec, self.KINDS[kind]):
+            self.conn.execute(statement)
+        self.added.add(kind)
+
+    def swap_in(self) -> None:
+        """Give the shadow the rest of the live table's structures, statistics, owner, grants and
+        sequences, and put it in the live table's place (see module doc)."""
+        conn, shadow = self.conn, self.name
+        conn.execute(sql.SQL("ALTER TABLE {} DROP COLUMN {}").format(shadow, sql.Identifier(ROWID)))
+        for kind in self.KINDS:
+            if kind not in self.added:
+                self.add(kind)
+        for statement in _indexes(conn, self.spec.name):
+            conn.execute(statement)
+        conn.execute(sql.SQL("ANALYZE {}").format(shadow))
+        _carry_over(conn, self.spec, shadow, _live(self.spec.name))
 
 
-def rewrite(conn: psycopg.Connection, table: str) -> sql.Identifier:
-    """Copy the shadow's rows into a new shadow. Only for a shadow that quarantine removed rows from that
-    no index can hold: an index build in this transaction would still read them (PostgreSQL indexes rows
-    their own transaction deleted) and fail. Rare (texts over 1 MB of words), so writing twice is fine."""
-    shadow, rewritten = shadow_of(table), sql.Identifier(SCHEMA, f"{table}__rewritten")
-    conn.execute(
-        sql.SQL(
-            "CREATE TABLE {} (LIKE {} INCLUDING DEFAULTS INCLUDING STORAGE INCLUDING COMPRESSION"
-            " INCLUDING GENERATED INCLUDING IDENTITY INCLUDING COMMENTS)"
-        ).format(rewritten, shadow)
-    )
-    conn.execute(sql.SQL("INSERT INTO {} SELECT * FROM {}").format(rewritten, shadow))
-    conn.execute(sql.SQL("DROP TABLE {}").format(shadow))
-    conn.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(rewritten, sql.Identifier(table)))
-    return shadow
+def _oid(conn: psycopg.Connection, table: str) -> int:
+    return conn.execute("SELECT %s::regclass::oid", (f"public.{table}",)).fetchone()[0]
 
 
-def _structures(conn: psycopg.Connection, spec: TableSpec) -> list[sql.Composable]:
-    """The live table's keys, CHECKs, foreign keys and indexes as statements on its shadow: keys first
-    (their indexes), then CHECKs and foreign keys (each validated by one scan or join), then indexes.
-    A CHECK of ``schema/`` is written as there (PostgreSQL's deparsed text can parse into another,
-    equivalent expression, which the conformance check would rightly call a difference)."""
-    table = spec.name
-    oid = conn.execute("SELECT %s::regclass::oid", (f"public.{table}",)).fetchone()[0]
-    shadow = shadow_of(table)
+def _constraints(conn: psycopg.Connection, spec: TableSpec, kinds: tuple[str, ...]) -> list[sql.Composable]:
+    """The live table's constraints of ``kinds`` as statements on its shadow. A CHECK of ``schema/`` is
+    written as there (PostgreSQL's deparsed text can parse into another, equivalent expression, which the
+    conformance check would rightly call a difference)."""
     written = {c.name: f"CHECK ({c.expression})" for c in spec.checks if c.name}
-    statements = [
+    return [
         sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
-            shadow,
+            shadow_of(spec.name),
             sql.Identifier(name),
             sql.SQL(written.get(name, definition) if kind == "c" else definition),
         )
         for name, definition, kind in conn.execute(
-            "SELECT conname, pg_get_constraintdef(oid), contype::text FROM pg_constraint WHERE conrelid = %s"
-            " AND contype IN ('p', 'u', 'c', 'f', 'x') ORDER BY array_position(ARRAY['p','u','x','c','f'], contype::text), conname",
-            (oid,),
+            "SELECT conname, pg_get_constraintdef(oid), contype::text FROM pg_constraint"
+            " WHERE conrelid = %s AND contype::text = ANY(%s) ORDER BY contype, conname",
+            (_oid(conn, spec.name), list(kinds)),
         )
     ]
-    for (definition,) in conn.execute(
-        "SELECT replace(pg_get_indexdef(i.indexrelid), ' ON ' || quote_ident(n.nspname) || '.' || quote_ident(c.relname) || ' ',"
-        "               ' ON ' || quote_ident(%s) || '.' || quote_ident(c.relname) || ' ')"
-        " FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace"
-        " WHERE i.indrelid = %s AND NOT EXISTS (SELECT FROM pg_constraint k WHERE k.conindid = i.indexrelid"
-        "                                       AND k.conrelid = i.indrelid)"
-        " ORDER BY i.indexrelid",
-        (SCHEMA, oid),
-    ):
-        statements.append(sql.SQL(definition))
-    return statements
 
 
-def swap_in(conn: psycopg.Connection, spec: TableSpec) -> None:
-    """Give the shadow the live table's structures, statistics, owner, grants and sequences, and put it
-    in the live table's place (see module doc)."""
-    table, shadow, live = spec.name, shadow_of(spec.name), _live(spec.name)
-    conn.execute(sql.SQL("ALTER TABLE {} DROP COLUMN {}").format(shadow, sql.Identifier(ROWID)))
-    conn.execute("SET LOCAL maintenance_work_mem = '256MB'")
-    for statement in _structures(conn, spec):
-        conn.execute(statement)
-    conn.execute(sql.SQL("ANALYZE {}").format(shadow))
+def _indexes(conn: psycopg.Connection, table: str) -> list[sql.Composable]:
+    """The live table's indexes that no constraint made, as statements on its shadow."""
+    return [
+        sql.SQL(definition)
+        for (definition,) in conn.execute(
+            "SELECT replace(pg_get_indexdef(i.indexrelid),"
+            "  ' ON ' || quote_ident(n.nspname) || '.' || quote_ident(c.relname) || ' ',"
+            "  ' ON ' || quote_ident(%s) || '.' || quote_ident(c.relname) || ' ')"
+            " FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE i.indrelid = %s AND NOT EXISTS (SELECT FROM pg_constraint k WHERE k.conindid = i.indexrelid"
+            "                                       AND k.conrelid = i.indrelid)"
+            " ORDER BY i.indexrelid",
+            (SCHEMA, _oid(conn, table)),
+        )
+    ]
+
+
+def _carry_over(
+    conn: psycopg.Connection, spec: TableSpec, shadow: sql.Identifier, live: sql.Identifier
+) -> None:
+    """The live table's owner, grants, comment and SERIAL sequences to the shadow, then the shadow in
+    its place, under an ACCESS EXCLUSIVE lock held to the end of the transaction."""
+    table = spec.name
     owner, comment, grants = conn.execute(
         "SELECT pg_get_userbyid(relowner), obj_description(oid, 'pg_class'),"
         " (SELECT array_agg(format('GRANT %%s ON %%I.%%I TO %%s%%s', a.privilege_type, %s::text, %s::text,"
