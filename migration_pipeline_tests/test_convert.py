@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from migration_pipeline.move import convert
 from migration_pipeline.move.convert import (
     InvalidText,
     Rejected,
@@ -335,3 +336,26 @@ def test_a_converter_returns_or_rejects_nothing_else(kind, value):
         converter_for(kind, 255)(value)
     except Rejected as err:
         assert err.reason and err.kind
+
+
+@given(
+    st.tuples(
+        st.integers(0, 10_000),
+        st.integers(0, 13),
+        st.integers(0, 32),
+        st.integers(0, 25),
+        st.integers(0, 61),
+        st.integers(0, 61),
+    )
+)
+def test_the_canonical_timestamp_fast_path_agrees_with_the_general_one(parts):
+    """'YYYY-MM-DD HH:MM:SS' takes a fast path: the same moment, or the same refusal, as every other text."""
+    text = "{:04d}-{:02d}-{:02d} {:02d}:{:02d}:{:02d}".format(*parts)
+    outcomes = []
+    for parse in (convert._from_text, convert._from_any_text):
+        try:
+            outcomes.append(parse(text))
+        except Rejected as err:
+            outcomes.append(str(err))
+    assert outcomes[0] == outcomes[1]
+    assert convert._canonical(text)

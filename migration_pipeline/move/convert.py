@@ -111,7 +111,28 @@ def _in_utc(parsed: datetime, text: str) -> datetime:
         ) from None
 
 
+def _canonical(text: str) -> bool:
+    """Whether ``text`` is 'YYYY-MM-DD HH:MM:SS' (SQLite's CURRENT_TIMESTAMP, most of an app's values)."""
+    return (
+        len(text) == 19
+        and text[4] == text[7] == "-"
+        and text[10] == " "
+        and text[13] == text[16] == ":"
+        and text.isascii()
+        and (text[:4] + text[5:7] + text[8:10] + text[11:13] + text[14:16] + text[17:]).isdigit()
+    )
+
+
 def _from_text(text: str) -> datetime:
+    if _canonical(text):  # the fast path: the same result as below, a sixth of the time
+        try:
+            return datetime.fromisoformat(text + "+00:00")
+        except ValueError:
+            pass  # not a valid date or time: the general path says why
+    return _from_any_text(text)
+
+
+def _from_any_text(text: str) -> datetime:
     match = _ISO.fullmatch(text)
     if match:
         frac = match["frac"]
