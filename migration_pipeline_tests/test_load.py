@@ -387,3 +387,11 @@ def test_json_numbers_beyond_float_precision_pass_every_check(conn, catalog, tmp
         for outcome in proof.run(conn, catalog, table, snapshot):
             assert outcome.passed or outcome.name == "quarantine", (table, outcome.name, outcome.problems)
     assert [o.problems for _, o in behaviour.run(conn, catalog, snapshot) if not o.passed] == []
+
+
+def test_a_clean_sample_loads_every_row(conn, catalog, tmp_path):
+    """``generate(clean=True)``, the benchmark's clean source: the app's loose formats, no broken row."""
+    source = generate(tmp_path / "clean.db", users=50, tweets=500, with_queue=True, clean=True)
+    results = migrate(conn, catalog, source, "run-clean", tmp_path)
+    assert {name: r.rejected_rows for name, r in results.items() if r.rejected_rows} == {}
+    assert all(r.loaded_rows == r.source_rows > 0 for r in results.values())

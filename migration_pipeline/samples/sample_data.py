@@ -1,7 +1,8 @@
 """Generate a SQLite database shaped like the Twitter-analysis app's (shared/docs/source-app.md).
 
 In:  a path and sizes (``--users``, ``--tweets``), a seed, a fraction of broken rows, whether to include the
-     queue tables the real app never creates.
+     queue tables the real app never creates, and ``clean`` (``--clean``): no broken row at all, neither
+     random nor the fixed ones below, so every row loads (the benchmark's clean source).
 Out: a new SQLite file with the app's loose declared types (TEXT ids, JSON, DATETIME, BOOLEAN), both of
      its timestamp habits (``CURRENT_TIMESTAMP`` text and ``toISOString()``), scraped dates in Twitter's
      format and as Unix epochs, 0/1 booleans, ``JSON.stringify`` text, AUTOINCREMENT ids, orphans (the
@@ -59,9 +60,10 @@ def _twitter_ts(moment: datetime) -> str:
 
 
 class _Generator:
-    def __init__(self, seed: int, bad_fraction: float):
+    def __init__(self, seed: int, bad_fraction: float, clean: bool = False):
         self.rng = random.Random(seed)
-        self.bad_fraction = bad_fraction
+        self.bad_fraction = 0.0 if clean else bad_fraction
+        self.clean = clean
 
     def bad(self) -> bool:
         return self.rng.random() < self.bad_fraction
@@ -109,7 +111,7 @@ def _users(g: _Generator, n: int) -> Iterator[tuple]:
     for i in range(n):
         uid = f"u{i}"
         username = f"user_{i}"
-        if 1 <= i <= 5 or g.bad():  # users u1..u5 always carry one broken value of each kind
+        if (1 <= i <= 5 and not g.clean) or g.bad():  # users u1..u5 carry one broken value of each kind
             kind = i - 1 if 1 <= i <= 5 else g.rng.randrange(5)
             if kind == 0:
                 username = f"user_{max(i - 1, 0)}"  # duplicate username
@@ -127,26 +129,27 @@ def _users(g: _Generator, n: int) -> Iterator[tuple]:
             "bio": g.words(3, 12),
             "verified": g.rng.random() < 0.1,
         }
-        picture = f"https://pbs.example/{uid}.jpg" if i != 6 else sqlite3.Binary(b"\x89PNG")  # a BLOB
+        blob = i == 6 and not g.clean  # u6's picture is a BLOB
+        picture = f"https://pbs.example/{uid}.jpg" if not blob else sqlite3.Binary(b"\x89PNG")
         yield (uid, username, g.json_text(profile), picture,
                _iso_ts(g.moment()) if not g.bad() else g.rng.choice(BAD_TIMESTAMPS), _sqlite_ts(g.moment()))  # fmt: skip
 
 
-def _forced(i: int, start: int, values: list) -> int | None:
+def _forced(g: _Generator, i: int, start: int, values: list) -> int | None:
     """Index into ``values`` for the tweets at positions start.. (one broken value of each kind)."""
-    return i - start if start <= i < start + len(values) else None
+    return i - start if start <= i < start + len(values) and not g.clean else None
 
 
 def _tweets(g: _Generator, n: int, users: int) -> Iterator[tuple]:
     for i in range(n):
         owner = g.rng.randrange(users)
-        orphan = g.bad() or i in (40, 41)
+        orphan = g.bad() or (i in (40, 41) and not g.clean)
         user_id = f"u{owner}" if not orphan else f"ghost{owner}"  # orphans: their user never existed
         text = g.words(5, 30)
         metadata = {"likes": g.rng.randrange(5000), "retweets": g.rng.randrange(500), "lang": "en",
                     "hashtags": g.rng.sample(WORDS, 2), "ratio": round(g.rng.random(), 6)}  # fmt: skip
-        yield (f"t{i}", user_id, text, g.scraped_date(_forced(i, 10, BAD_TIMESTAMPS)), f"https://x.com/i/status/{i}",
-               g.boolean(_forced(i, 30, BAD_BOOLEANS)), g.json_text(metadata, _forced(i, 20, BAD_JSON)),
+        yield (f"t{i}", user_id, text, g.scraped_date(_forced(g, i, 10, BAD_TIMESTAMPS)), f"https://x.com/i/status/{i}",
+               g.boolean(_forced(g, i, 30, BAD_BOOLEANS)), g.json_text(metadata, _forced(g, i, 20, BAD_JSON)),
                _sqlite_ts(g.moment()))  # fmt: skip
 
 
@@ -159,13 +162,14 @@ def generate(
     bad_fraction: float = 0.002,
     with_queue: bool = False,
     journal_mode: str = "wal",
+    clean: bool = False,
 ) -> Path:
     """Write a new app-shaped database at ``path``; see module doc."""
     path = Path(path)
     if path.exists():
         raise FileExistsError(f"{path} exists; the generator never overwrites a database")
     path.parent.mkdir(parents=True, exist_ok=True)
-    g = _Generator(seed, bad_fraction)
+    g = _Generator(seed, bad_fraction, clean)
     db = sqlite3.connect(path)
     try:
         db.execute("PRAGMA journal_mode = OFF")
@@ -227,26 +231,27 @@ def _fill(db: sqlite3.Connection, g: _Generator, users: int, tweets: int, with_q
     referred = [
         (None, c[0], c[1], f"u{(i * 7 + 1) % users}", _iso_ts(g.moment())) for i, c in enumerate(codes)
     ]
-    if len(referred) > 2:
+    if len(referred) > 2 and not g.clean:
         referred.append(
             (None, codes[0][0], codes[0][1], referred[1][3], _iso_ts(g.moment()))
         )  # UNIQUE breach
     db.executemany("INSERT INTO referral_tracking VALUES (?, ?, ?, ?, ?)", referred)
     usage = [(None, c[0], f"u{(i * 3) % users}", _sqlite_ts(g.moment())) for i, c in enumerate(codes)]
-    usage += [(None, "NO", f"u{i}", _sqlite_ts(g.moment())) for i in range(min(users, 5))]  # declined: orphan
+    if not g.clean:  # declined referrals: orphans
+        usage += [(None, "NO", f"u{i}", _sqlite_ts(g.moment())) for i in range(min(users, 5))]
     db.executemany("INSERT INTO referral_usage_log VALUES (?, ?, ?, ?)", usage)
     if with_queue:
         statuses = ["pending", "processing", "completed", "failed"]
         jobs = [(None, f"u{i}", statuses[i % 4] if not g.bad() else "stuck", g.rng.randrange(3), 4, i % 5,
                  _sqlite_ts(g.moment()), _iso_ts(g.moment()), None, None) for i in range(0, users, 10)]  # fmt: skip
-        jobs.append(
-            (None, "u0", "cancelled", 0, 4, 0, _sqlite_ts(g.moment()), None, None, None)
-        )  # CHECK breach
+        if not g.clean:  # a CHECK breach
+            jobs.append((None, "u0", "cancelled", 0, 4, 0, _sqlite_ts(g.moment()), None, None, None))
         db.executemany("INSERT INTO analysis_queue VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", jobs)
         chunks = [(None, j, c, 25, statuses[(j + c) % 4], _iso_ts(g.moment()), None,
                    g.json_text({"chunk": c}) if c % 2 else None, None)
                   for j in range(1, len(jobs) + 1) for c in range(2)]  # fmt: skip
-        chunks.append((None, 10**6, 0, 1, "pending", None, None, None, None))  # orphan job
+        if not g.clean:  # an orphan job
+            chunks.append((None, 10**6, 0, 1, "pending", None, None, None, None))
         db.executemany("INSERT INTO analysis_chunks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", chunks)
 
 
@@ -261,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
         "--with-queue", action="store_true", help="also create analysis_queue/analysis_chunks"
     )
     parser.add_argument("--journal-mode", choices=("wal", "delete"), default="wal")
+    parser.add_argument("--clean", action="store_true", help="no broken rows at all (every row loads)")
     args = parser.parse_args(argv)
     generate(
         args.out,
@@ -270,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         bad_fraction=args.bad_fraction,
         with_queue=args.with_queue,
         journal_mode=args.journal_mode,
+        clean=args.clean,
     )
     print(f"wrote {args.out} ({args.users} users, {args.tweets} tweets)")
     return 0

@@ -1,0 +1,72 @@
+"""The project's side of ``migrate_bench.py``: its migration and its checks as the bench's children
+(``--phase migrate`` / ``--phase check``), and what ``pg_stat_statements`` saw of a migration."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psycopg
+
+from migration_pipeline.catalog import load_catalog
+from migration_pipeline.connect.settings import Settings
+from migration_pipeline.connect.target import connect
+
+
+def migrate(source: str, database: str, snapshot: str) -> None:
+    from migration_pipeline.move.load import load_all
+    from migration_pipeline.move.source import Snapshot, take_snapshot
+
+    settings = Settings(Path(source), database)
+    with connect(settings) as conn:
+        info = take_snapshot(Path(source), Path(snapshot))
+        with Snapshot(info.path) as snap:
+            results = load_all(conn, snap, load_catalog(), "bench")
+    for name, r in results.items():
+        print(f"{name}\t{r.source_rows}\t{r.loaded_rows}\t{r.rejected_rows}\t{r.seconds:.2f}")
+
+
+def check(database: str, snapshot: str, table: str, group: str) -> None:
+    """Time the checks of one step of one table (what one Dagster check step runs)."""
+    from migration_pipeline.prove import checks
+
+    catalog = load_catalog()
+    with connect(Settings(Path("unused"), database)) as conn:
+        by_step = {(t, step): selected for t, step, selected in checks.steps(catalog)}
+        for check in by_step.get((table, group), ()):
+            start = time.perf_counter()
+            (outcome,) = checks.run(conn, catalog, Path(snapshot), [(table, check)])
+            print(f"{check.name}\t{time.perf_counter() - start:.2f}\t{outcome.passed}")
+
+
+def parallel_checks(script: str, database: str, snapshot: Path, table: str) -> tuple[float, str]:
+    """Each check step of ``table`` in its own process, one per core at a time, the JSON step first."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from migration_pipeline.prove import checks
+
+    def step(group: str) -> str:
+        args = ["--phase", "check", "--database", database, "--snapshot", str(snapshot), "--group", group]
+        return subprocess.run([sys.executable, script, *args], capture_output=True, text=True,
+                              check=True).stdout  # fmt: skip
+
+    groups = sorted((n for t, n, _ in checks.steps(load_catalog()) if t == table), key=lambda g: g != "json")
+    start = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        outputs = list(pool.map(step, groups))
+    return time.perf_counter() - start, "".join(outputs)
+
+
+def statements(server: dict, database: str) -> list[tuple]:
+    """The statements run in ``database`` (its ``pg_stat_statements`` entries), longest total time first:
+    (toplevel, calls, seconds, rows, the query's first 100 characters)."""
+    with psycopg.connect(**{**server, "dbname": database}, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        return conn.execute(
+            "SELECT toplevel, calls, total_exec_time / 1000, rows, left(regexp_replace(query, '\\s+', ' ', 'g'), 100)"
+            " FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            " AND query NOT LIKE '%%pg_stat_statements%%' ORDER BY total_exec_time DESC"
+        ).fetchall()  # fmt: skip
