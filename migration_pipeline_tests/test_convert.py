@@ -340,7 +340,7 @@ def test_a_converter_returns_or_rejects_nothing_else(kind, value):
 
 @given(
     st.tuples(
-        st.integers(0, 10_000),
+        st.integers(0, 9_999),
         st.integers(0, 13),
         st.integers(0, 32),
         st.integers(0, 25),
