@@ -1,8 +1,8 @@
 """Configuration from the environment and ``.env.migration`` (the contract's "Configuration").
 
 In:  environment variables ``SQLITE_PATH``, ``PG_DSN``, ``PG_USER``, ``PG_PASSWORD``, ``PG_DATABASE``,
-     ``PG_HOST``, ``PG_PORT``, and the shrink guard's ``MAX_SHRINK_SHARE`` and ``ALLOW_SHRINK``; the same
-     keys from ``.env.migration`` in the working directory, where the real environment wins.
+     ``PG_HOST``, ``PG_PORT``, the shrink guard's ``MAX_SHRINK_SHARE`` and ``ALLOW_SHRINK``, the fan-out's
+     ``FAN_OUT_TABLES``, ``RANGE_ROWS`` and ``SNAPSHOT_DIR`` (:func:`fan_out_setting`); the same keys from ``.env.migration`` in the working directory, where the real environment wins.
 Out: :class:`Settings`, whose ``repr``/``str`` never show the password; :func:`redact` removes a
      password from any text (DSNs in error messages) before it is logged.
 Fails: :class:`ConfigError` with a message naming the bad variable (never its secret value).
@@ -83,6 +83,33 @@ def schedule_setting(name: str, default_cron: str, env: Mapping[str, str] | None
     env = read_environment() if env is None else env
     stopped = env.get(f"{name}_SCHEDULE", "").lower() in ("off", "false", "0", "stopped")
     return Schedule(env.get(f"{name}_CRON") or default_cron, not stopped)
+
+
+# A fanned-out table's load is cut into ranges of this many source rows, each staged by its own step.
+DEFAULT_FAN_OUT_TABLES = "tweets"
+DEFAULT_RANGE_ROWS = 250_000
+
+
+@dataclass(frozen=True)
+class FanOut:
+    """``FAN_OUT_TABLES``: the tables loaded in rowid ranges, one Dagster step each (``none`` for none);
+    ``RANGE_ROWS``: source rows per range; ``SNAPSHOT_DIR``: where every step finds the snapshot (a
+    location all the executor's workers share; default the state directory's ``snapshots``)."""
+
+    tables: frozenset[str]
+    range_rows: int
+    snapshot_dir: Path | None
+
+
+def fan_out_setting(env: Mapping[str, str] | None = None) -> FanOut:
+    env = read_environment() if env is None else env
+    text = env.get("FAN_OUT_TABLES", DEFAULT_FAN_OUT_TABLES)
+    tables = frozenset() if text.strip().lower() in ("", "none") else parse_table_list(text)
+    rows = env.get("RANGE_ROWS") or str(DEFAULT_RANGE_ROWS)
+    if not rows.isdigit() or int(rows) < 1:
+        raise ConfigError(f"RANGE_ROWS must be a positive number of rows, got {rows!r}")
+    where = env.get("SNAPSHOT_DIR")
+    return FanOut(tables, int(rows), Path(where) if where else None)
 
 
 def parse_table_list(text: str | None) -> frozenset[str]:

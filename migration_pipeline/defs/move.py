@@ -1,11 +1,8 @@
 """Move, wired: the assets (a consistent snapshot of the SQLite source, then one PostgreSQL table asset per
 table spec) and the ``migrate`` job that materializes everything, checks included."""
 
-import time
-
 from dagster import (
     AssetExecutionContext,
-    AssetKey,
     AssetObservation,
     AssetsDefinition,
     AssetSelection,
@@ -18,23 +15,23 @@ from dagster import (
 )
 
 from ..catalog import TableSpec, load_catalog
-from ..move.code_version import code_version
-from ..move.finish import LoadResult
+from ..connect.settings import fan_out_setting
 from ..move.guard import preflight
 from ..move.load import load_table
 from ..move.phase import PhaseError
 from ..move.source import Snapshot, SourceError, take_snapshot
-from ..prove.provenance import load_sql, quarantine_sql
 from ..samples.default_source import ensure_source
 from .connect import MigrationResource
-from .lineage import column_lineage, lineage_markdown, table_schema
-
-SNAPSHOT_KEY = AssetKey(["sqlite", "snapshot"])
-
-
-def source_key(table: str) -> AssetKey:
-    return AssetKey(["sqlite", table])
-
+from .tables import (
+    CODE_VERSION,
+    SNAPSHOT_KEY,
+    definition_metadata,
+    description,
+    progress_logger,
+    reported,
+    source_key,
+    target_key,
+)
 
 # The app's SQLite tables: external assets (never materialized here), observed by every snapshot.
 SOURCE_TABLES = [
@@ -47,12 +44,6 @@ SOURCE_TABLES = [
     )
     for name in load_catalog().names
 ]
-CODE_VERSION = code_version()
-PROGRESS_EVERY_S = 5.0
-
-
-def target_key(table: str) -> AssetKey:
-    return AssetKey(["postgres", table])
 
 
 @asset(
@@ -109,52 +100,6 @@ def source_snapshot(context: AssetExecutionContext, migration: MigrationResource
     )
 
 
-def _progress_logger(context: AssetExecutionContext, total: int):
-    start = last = time.monotonic()
-
-    def report(rows: int) -> None:
-        nonlocal last
-        now = time.monotonic()
-        if now - last < PROGRESS_EVERY_S:
-            return
-        last = now
-        rate = rows / (now - start)
-        eta = (total - rows) / rate if rate else float("inf")
-        context.log.info(f"{rows:,}/{total:,} rows read ({rate:,.0f} rows/s, ETA {eta:,.0f} s)")
-
-    return report
-
-
-def _metadata(spec: TableSpec, result: LoadResult) -> dict:
-    loaded = (
-        [c for c in spec.column_names if c not in result.defaulted_columns] if result.source_present else []
-    )
-    return {
-        "dagster/table_name": f"public.{spec.name}",
-        "dagster/row_count": result.loaded_rows,
-        "source_present": result.source_present,
-        "source_rows": result.source_rows,
-        "loaded_rows": result.loaded_rows,
-        "rejected_rows": result.rejected_rows,
-        "rejected_by_reason": MetadataValue.json(result.rejected_by_reason),
-        "duration_s": round(result.seconds, 3),
-        "rows_per_s": round(result.rows_per_second, 1),
-        "defaulted_columns": MetadataValue.json(list(result.defaulted_columns)),
-        "cascaded_deletes": MetadataValue.json(result.cascaded_deletes),
-        "removed_rows": result.removed_rows,
-        "shrink_confirmed": MetadataValue.json(result.shrink_confirmed or {}),
-        "dagster/column_lineage": column_lineage(source_key(spec.name), loaded),
-        "column_lineage": MetadataValue.md(lineage_markdown(spec, source_key(spec.name), loaded)),
-        "run_id": result.run_id,
-        "code_version": CODE_VERSION,
-        "source_path": result.origin.get("source_path") or "not recorded",
-        "snapshot_sha256": result.origin.get("snapshot_sha256"),
-        "table_load_sql": MetadataValue.md(f"```sql\n{load_sql(result.run_id, spec.name)}\n```"),
-        "quarantine_sql": MetadataValue.md(f"```sql\n{quarantine_sql(result.run_id, spec.name)}\n```"),
-        "provenance": "python -m migration_pipeline.prove.provenance --table " + spec.name,
-    }
-
-
 def table_asset(spec: TableSpec) -> AssetsDefinition:
     """The asset that (re)loads one target table from the snapshot."""
 
@@ -165,18 +110,8 @@ def table_asset(spec: TableSpec) -> AssetsDefinition:
         kinds={"postgres"},
         code_version=CODE_VERSION,
         owners=["team:migration"],
-        metadata={
-            "dagster/column_schema": table_schema(spec),
-            "dagster/table_name": f"public.{spec.name}",
-            "column_lineage": MetadataValue.md(
-                lineage_markdown(spec, source_key(spec.name), spec.column_names)
-            ),
-        },
-        description=(
-            f"PostgreSQL table `{spec.name}`, replaced in one transaction with the snapshot's rows: every value "
-            "converted by the value rules, bulk-loaded with COPY; rows that cannot load exactly (bad values, "
-            "orphans, constraint breaches) are quarantined in migration_audit.rejected_rows with a reason."
-        ),
+        metadata=definition_metadata(spec),
+        description=description(spec),
     )
     def _load(context: AssetExecutionContext, migration: MigrationResource) -> MaterializeResult:
         with Snapshot(migration.snapshot_path) as snapshot, migration.connection() as conn:
@@ -188,34 +123,25 @@ def table_asset(spec: TableSpec) -> AssetsDefinition:
                     load_catalog(),
                     spec.name,
                     context.run_id,
-                    _progress_logger(context, total),
+                    progress_logger(context, total),
                     policy=migration.shrink_policy(),
                 )
             except PhaseError as err:  # the app writes to PostgreSQL: a load would overwrite its writes
                 raise Failure(description=str(err)) from err
-        if not result.source_present:
-            context.log.info(f"source has no table {spec.name}: created empty")
-        if result.rejected_rows:
-            context.log.warning(
-                f"{spec.name}: {result.rejected_rows} rows quarantined {result.rejected_by_reason}"
-            )
-        if result.shrink_confirmed:
-            context.log.warning(
-                f"{spec.name}: shrink beyond the guard's limit, confirmed by the operator and recorded in "
-                f"migration_audit.table_loads: {result.shrink_confirmed}"
-            )
-        if result.cascaded_deletes:
-            context.log.warning(
-                f"{spec.name}: rows gone from the source were still referenced; removed dependants "
-                f"{result.cascaded_deletes} (re-materialize those tables)"
-            )
-        return MaterializeResult(metadata=_metadata(spec, result))
+        return MaterializeResult(metadata=reported(context, spec, result))
 
     return _load
 
 
 def target_assets() -> list[AssetsDefinition]:
-    return [table_asset(spec) for spec in load_catalog().tables]
+    """One asset per table; a table of FAN_OUT_TABLES that nothing references is loaded in ranges."""
+    from .fanout import fanned_asset  # it builds on this module's helpers
+
+    catalog, fanned = load_catalog(), fan_out_setting().tables
+    return [
+        fanned_asset(spec) if spec.name in fanned and not catalog.children(spec.name) else table_asset(spec)
+        for spec in catalog.tables
+    ]
 
 
 migrate_job = define_asset_job(

@@ -44,8 +44,19 @@ def load_table(
 ) -> LoadResult:
     """Replace ``table``'s content with the snapshot's, quarantining what cannot load. See module doc.
     ``policy``: how much the load may remove (default: the settings' ``MAX_SHRINK_SHARE``/``ALLOW_SHRINK``)."""
-    spec = catalog.table(table)
     policy = guard.ShrinkPolicy.of() if policy is None else policy
+    spec, columns, result, source = begin(snapshot, catalog, table, run_id)
+    with privileges(conn):
+        apply_schema(conn, catalog)
+        phase.require_migrated(conn, f"load {table}")
+        _load(conn, snapshot, catalog, spec, columns, result, progress, policy, source)
+    return result
+
+
+def begin(snapshot: Snapshot, catalog: Catalog, table: str, run_id: str) -> tuple:
+    """(spec, source columns, a started :class:`LoadResult`, the source's path) of a load of ``table``;
+    the errors of a source that cannot be loaded (see module doc)."""
+    spec = catalog.table(table)
     result = LoadResult(table=table, run_id=run_id, source_present=snapshot.has_table(table))
     result.started_at = datetime.now(UTC)
     result.origin = snapshot.origin()
@@ -54,11 +65,7 @@ def load_table(
         guard.require_tables(snapshot.table_names(), catalog, source)
     columns, defaulted = plan_columns(snapshot, spec) if result.source_present else ((), ())
     result.defaulted_columns = defaulted
-    with privileges(conn):
-        apply_schema(conn, catalog)
-        phase.require_migrated(conn, f"load {table}")
-        _load(conn, snapshot, catalog, spec, columns, result, progress, policy, source)
-    return result
+    return spec, columns, result, source
 
 
 def _load(conn, snapshot, catalog, spec, columns, result: LoadResult, progress, policy, source: str) -> None:
@@ -82,30 +89,54 @@ def _load(conn, snapshot, catalog, spec, columns, result: LoadResult, progress, 
         if result.source_present:
             batches = lambda: snapshot.stream(spec.name, columns)  # noqa: E731 (read again on a redo)
             result.source_rows = stage_rows(conn, batches, spec, columns, stage, spool, progress)
-        stage = quarantine.constraint_rejections(conn, catalog, spec, columns, stage, spool, snapshot, builds)
-        loaded = checksums.checksum(conn, stage, spec, columns)  # the loaded source rows, converted
-        result.checksum = str(loaded)
-        result.removed_rows = guard.keys_gone(conn, spec, columns, stage) if before else 0
-        if builds is not None:
-            builds.swap_in()
-            result.loaded_rows, result.cascaded_deletes = loaded.rows, {}
-        else:
-            result.loaded_rows, result.cascaded_deletes = publish.replace_content(
-                conn, catalog, spec, columns, stage
-            )
-        shrinks = [guard.Shrink(table, before, result.removed_rows)] + [
-            guard.Shrink(child, _count(conn, child) + n, n, via=table)
-            for child, n in result.cascaded_deletes.items()
-        ]
-        result.shrink_confirmed = policy.judge(f"load {table}", shrinks, source)  # before anything commits
-        in_target = _count(conn, table)
-        if in_target != result.loaded_rows:
-            raise LoadError(
-                f"{table}: {result.loaded_rows} rows loaded but {in_target} in the table; rolling back"
-            )
-        changes.reset(conn, table)  # this load is the new baseline for the app's changes
-        changes.install(conn, spec, columns)
-        finish_table(conn, spec, result, spool, result.origin, _unconserved, analyze=builds is None)
+        publish_stage(
+            conn, snapshot, catalog, spec, columns, result, policy, source, stage, builds, spool, before
+        )
+
+
+def publish_stage(
+    conn,
+    snapshot,
+    catalog,
+    spec,
+    columns,
+    result: LoadResult,
+    policy,
+    source: str,
+    stage,
+    builds,
+    spool,
+    before,
+) -> None:
+    """The rest of a load once its rows are staged (in ``stage``, or the shadow ``builds``, with the
+    rejected ones in ``spool``): quarantine, checksum, the shrink guard, the swap or the in-place
+    replacement, the change log's new baseline and the audit records; inside the load's transaction,
+    which holds the table's EXCLUSIVE lock and had ``before`` rows in it. Also ranges.py's publish."""
+    table = spec.name
+    stage = quarantine.constraint_rejections(conn, catalog, spec, columns, stage, spool, snapshot, builds)
+    loaded = checksums.checksum(conn, stage, spec, columns)  # the loaded source rows, converted
+    result.checksum = str(loaded)
+    result.removed_rows = guard.keys_gone(conn, spec, columns, stage) if before else 0
+    if builds is not None:
+        builds.swap_in()
+        result.loaded_rows, result.cascaded_deletes = loaded.rows, {}
+    else:
+        result.loaded_rows, result.cascaded_deletes = publish.replace_content(
+            conn, catalog, spec, columns, stage
+        )
+    shrinks = [guard.Shrink(table, before, result.removed_rows)] + [
+        guard.Shrink(child, _count(conn, child) + n, n, via=table)
+        for child, n in result.cascaded_deletes.items()
+    ]
+    result.shrink_confirmed = policy.judge(f"load {table}", shrinks, source)  # before anything commits
+    in_target = _count(conn, table)
+    if in_target != result.loaded_rows:
+        raise LoadError(
+            f"{table}: {result.loaded_rows} rows loaded but {in_target} in the table; rolling back"
+        )
+    changes.reset(conn, table)  # this load is the new baseline for the app's changes
+    changes.install(conn, spec, columns)
+    finish_table(conn, spec, result, spool, result.origin, _unconserved, analyze=builds is None)
 
 
 def _unconserved(result: LoadResult) -> LoadError:

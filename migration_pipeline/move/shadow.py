@@ -42,6 +42,23 @@ def shadow_of(table: str) -> sql.Identifier:
     return sql.Identifier(SCHEMA, table)
 
 
+# which load a shadow that outlives its transactions belongs to (a fanned-out load, ranges.py), and the
+# tables beside it: the rows its ranges rejected and the ranges that landed
+CLAIMS = sql.Identifier(SCHEMA, "loads")
+
+
+def companions(table: str) -> tuple[sql.Identifier, sql.Identifier]:
+    return sql.Identifier(SCHEMA, f"{table}__rejects"), sql.Identifier(SCHEMA, f"{table}__ranges")
+
+
+def clear(conn: psycopg.Connection, table: str) -> None:
+    """Drop ``table``'s shadow and what a fanned-out load left beside it, and forget its claim."""
+    conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(SCHEMA)))
+    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}, {}, {}").format(shadow_of(table), *companions(table)))
+    if conn.execute("SELECT to_regclass(%s)", (CLAIMS.as_string(conn),)).fetchone()[0] is not None:
+        conn.execute(sql.SQL("DELETE FROM {} WHERE table_name = %s").format(CLAIMS), (table,))
+
+
 def _live(table: str) -> sql.Identifier:
     return sql.Identifier("public", table)
 
@@ -81,10 +98,10 @@ class Shadow:
 
     @classmethod
     def create(cls, conn: psycopg.Connection, spec: TableSpec) -> Shadow:
-        """A bare copy of the live table, plus ``_rowid``, in :data:`SCHEMA` (any leftover dropped)."""
+        """A bare copy of the live table, plus ``_rowid``, in :data:`SCHEMA` (any leftover, and a fanned-out
+        load's claim on it, dropped: the newer load wins)."""
         made = cls(conn, spec)
-        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(SCHEMA)))
-        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(made.name))
+        clear(conn, spec.name)
         made._like(made.name, _live(spec.name))
         conn.execute(sql.SQL("ALTER TABLE {} ADD COLUMN {} bigint").format(made.name, sql.Identifier(ROWID)))
         return made

@@ -27,7 +27,7 @@ from typing import TypeVar
 import orjson
 
 from ..connect.local_postgres import state_dir
-from ..connect.settings import Settings
+from ..connect.settings import Settings, fan_out_setting
 from .convert import decode_text
 from .source_check import SourceError, check_path, quote, unreadable, verify
 
@@ -172,7 +172,8 @@ def record_origin(snapshot_path: Path, source_path: Path, identity: str, taken_a
 def default_snapshot_path(settings: Settings) -> Path:
     """Where a source/target pair keeps the snapshot its tables are loaded (and checked) from."""
     ident = f"{settings.sqlite_path.resolve()}|{settings.describe()}"
-    return state_dir() / "snapshots" / f"{hashlib.sha256(ident.encode()).hexdigest()[:16]}.db"
+    where = fan_out_setting().snapshot_dir or state_dir() / "snapshots"
+    return where / f"{hashlib.sha256(ident.encode()).hexdigest()[:16]}.db"
 
 
 class Snapshot:
@@ -229,19 +230,24 @@ class Snapshot:
     def count(self, table: str) -> int:
         return self._conn.execute(f"SELECT count(*) FROM {quote(table)}").fetchone()[0]
 
-    def stream(self, table: str, columns: Sequence[str]) -> Iterator[list[tuple]]:
-        """Batches of ``(rowid, *values)`` in rowid order; memory is bounded by the batch size.
+    def stream(
+        self, table: str, columns: Sequence[str], first: int | None = None, last: int | None = None
+    ) -> Iterator[list[tuple]]:
+        """Batches of ``(rowid, *values)`` in rowid order (only rowids from ``first`` to ``last``, both
+        included, when given); memory is bounded by the batch size.
 
         TEXT is decoded by SQLite's fast built-in path; when a batch holds bytes that are not UTF-8
         (which would abort that path), the batch is read again from the last good rowid with
         :func:`decode_text`, which keeps such values as ``InvalidText`` instead of failing."""
-        after: int | None = None
+        after: int | None = None if first is None else first - 1
         careful = False
         while True:
             self._conn.text_factory = decode_text if careful else str
-            where = "" if after is None else " WHERE rowid > ?"
+            bounds = [(" rowid > ?", after), (" rowid <= ?", last)]
+            bounds = [(cond, value) for cond, value in bounds if value is not None]
+            where = (" WHERE" + " AND".join(cond for cond, _ in bounds)) if bounds else ""
             cursor = self._conn.execute(
-                _select(table, columns) + where + " ORDER BY rowid", () if after is None else (after,)
+                _select(table, columns) + where + " ORDER BY rowid", [value for _, value in bounds]
             )
             try:
                 while batch := cursor.fetchmany(BATCH_ROWS):
@@ -257,6 +263,17 @@ class Snapshot:
                 careful = True
                 continue
             careful = False
+
+    def range_starts(self, table: str, rows_per_range: int) -> list[int]:
+        """The first rowid of each run of ``rows_per_range`` rows in rowid order (none for an empty table)."""
+        return [
+            r[0]
+            for r in self._conn.execute(
+                f"SELECT rowid FROM (SELECT rowid, row_number() OVER (ORDER BY rowid) AS n FROM {quote(table)})"
+                " WHERE (n - 1) % ? = 0 ORDER BY rowid",
+                (rows_per_range,),
+            )
+        ]
 
     def query(self, select: str, params: Sequence = ()) -> list[tuple]:
         """Rows of a read-only query on the snapshot (TEXT that is not UTF-8 kept as InvalidText, read

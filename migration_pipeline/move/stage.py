@@ -57,9 +57,13 @@ class Spool:
         self._file.close()
 
     def add(self, rejection: Rejection, values: Sequence[object]) -> None:
+        self.add_raw(rejection, raw_row_json(self.columns, values))
+
+    def add_raw(self, rejection: Rejection, raw: str) -> None:
+        """A rejected row whose values are already ``raw_row_json`` text (a fanned-out range's rejects)."""
         self.kinds[rejection.kind] += 1
         record = (rejection.rowid, rejection.source_key, rejection.column, rejection.reason, rejection.kind)
-        self._file.write(orjson.dumps(record) + b"\t" + raw_row_json(self.columns, values).encode() + b"\n")
+        self._file.write(orjson.dumps(record) + b"\t" + raw.encode() + b"\n")
 
     def checkpoint(self) -> tuple[int, Counter[str]]:
         return self._file.tell(), self.kinds.copy()

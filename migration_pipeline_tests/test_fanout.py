@@ -1,0 +1,189 @@
+"""A big table loaded in rowid ranges (move/ranges.py, defs/fanout.py): any number of ranges and workers give
+the content, quarantine and checksum of a single stream; a range that did not land keeps the old content,
+and re-executing the Dagster run from failure lands only that range, then publishes."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import psycopg
+import pytest
+from dagster import (
+    AssetKey,
+    AssetSelection,
+    Definitions,
+    ReexecutionOptions,
+    define_asset_job,
+    execute_job,
+    instance_for_test,
+    reconstructable,
+)
+
+from migration_pipeline import definitions
+from migration_pipeline.connect.target import conninfo
+from migration_pipeline.move import ranges, shadow
+from migration_pipeline.move.load import load_table
+from migration_pipeline.move.source import Snapshot, take_snapshot
+from migration_pipeline.move.stage import LoadError
+
+from .helpers import fingerprint
+
+
+def _outcome(conn, run_id: str) -> tuple:
+    """What a load of tweets left: the table, its quarantine and its recorded numbers and checksum."""
+    rejected = conn.execute(
+        "SELECT source_rowid, source_key, column_name, reason, kind, raw_row::text FROM migration_audit.rejected_rows"
+        " WHERE run_id = %s AND table_name = 'tweets' ORDER BY source_rowid, kind",
+        (run_id,),
+    ).fetchall()
+    recorded = conn.execute(
+        "SELECT source_rows, loaded_rows, rejected_rows, checksum FROM migration_audit.table_loads"
+        " WHERE run_id = %s AND table_name = 'tweets'",
+        (run_id,),
+    ).fetchone()
+    return fingerprint(conn, "tweets"), rejected, recorded
+
+
+@pytest.fixture
+def snap(conn, catalog, sample_db, tmp_path):
+    """The sample's snapshot, with users loaded (tweets' parent)."""
+    info = take_snapshot(sample_db, tmp_path / "snapshot.db")
+    with Snapshot(info.path) as snapshot:
+        load_table(conn, snapshot, catalog, "users", "users")
+        yield snapshot
+
+
+def _fanned(conn, snapshot, catalog, run_id: str, rows_per_range: int) -> None:
+    planned = ranges.prepare(conn, snapshot, catalog, "tweets", run_id, rows_per_range)
+    for rng in reversed(planned):  # any order
+        ranges.land(conn, snapshot, catalog, "tweets", run_id, rng, run_id)
+    ranges.publish(conn, snapshot, catalog, "tweets", run_id, run_id)
+
+
+def test_any_number_of_ranges_gives_what_one_stream_gives(conn, catalog, snap):
+    load_table(conn, snap, catalog, "tweets", "one")
+    expected = _outcome(conn, "one")
+    assert expected[1], "the sample has bad tweets: quarantine must be compared too"
+    for rows in (700, 10**6):  # five ranges, one range
+        _fanned(conn, snap, catalog, f"r{rows}", rows)
+        assert _outcome(conn, f"r{rows}") == expected
+    left = conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = %s", (shadow.SCHEMA,)).fetchall()
+    assert left == [("loads",)]  # no shadow nor companions; the (empty) claims table stays
+
+
+def test_a_missing_range_keeps_the_old_content_until_it_lands(conn, catalog, snap):
+    load_table(conn, snap, catalog, "tweets", "one")
+    expected, oid = _outcome(conn, "one"), conn.execute("SELECT 'tweets'::regclass::oid").fetchone()[0]
+    conn.execute("DELETE FROM tweets WHERE id IN (SELECT id FROM tweets ORDER BY id LIMIT 5)")
+    conn.commit()
+    changed = fingerprint(conn, "tweets")
+    planned = ranges.prepare(conn, snap, catalog, "tweets", "load", 1_000)
+    assert len(planned) == 3
+    for rng in planned[:2]:
+        ranges.land(conn, snap, catalog, "tweets", "load", rng, "first")
+    with pytest.raises(LoadError, match="2 of 3 ranges landed"):
+        ranges.publish(conn, snap, catalog, "tweets", "load", "first")
+    assert fingerprint(conn, "tweets") == changed  # the old content, the same table
+    assert conn.execute("SELECT 'tweets'::regclass::oid").fetchone()[0] == oid
+    again = ranges.land(conn, snap, catalog, "tweets", "load", planned[0], "second")
+    assert again.already and again.run_id == "first"  # landed before: not staged twice
+    ranges.land(conn, snap, catalog, "tweets", "load", planned[2], "second")
+    ranges.publish(conn, snap, catalog, "tweets", "load", "second")
+    assert _outcome(conn, "second") == expected
+
+
+def test_a_newer_load_supersedes_an_unfinished_one(conn, catalog, snap):
+    planned = ranges.prepare(conn, snap, catalog, "tweets", "old", 1_000)
+    ranges.land(conn, snap, catalog, "tweets", "old", planned[0], "old")
+    load_table(conn, snap, catalog, "tweets", "newer")  # a single-stream load in between takes the shadow
+    with pytest.raises(ranges.Superseded):
+        ranges.land(conn, snap, catalog, "tweets", "old", planned[1], "old")
+    conn.rollback()
+    with pytest.raises(ranges.Superseded):
+        ranges.publish(conn, snap, catalog, "tweets", "old", "old")
+
+
+# --- through Dagster: two worker processes, a range killed, re-execution from failure -------------------
+
+
+SELECTION = [
+    AssetKey(["sqlite", "snapshot"]),
+    AssetKey(["postgres", "users"]),
+    AssetKey(["postgres", "tweets"]),
+]
+
+
+def _fan_job():
+    """The migrate job's assets of tweets, without their checks (not under test here)."""
+    base = definitions.defs
+    job = define_asset_job("fan", selection=AssetSelection.assets(*SELECTION).without_checks())
+    return Definitions(
+        assets=list(base.assets), asset_checks=list(base.asset_checks), resources=base.resources, jobs=[job]
+    ).resolve_job_def("fan")
+
+
+def _kill_range(settings, index: int, stop: threading.Event) -> None:
+    """Make range ``index``'s transaction wait at its end (a row of its number in the ranges table, held by
+    an open transaction), then terminate its backend, as a server restart or an OOM kill would."""
+    with (
+        psycopg.connect(conninfo(settings), autocommit=True) as watcher,
+        psycopg.connect(conninfo(settings)) as holder,
+    ):
+        while not stop.is_set():
+            if watcher.execute("SELECT to_regclass('migration_stage.tweets__ranges')").fetchone()[0]:
+                break
+            time.sleep(0.01)
+        holder.execute(
+            "INSERT INTO migration_stage.tweets__ranges (index, source_rows, rejected_rows, run_id)"
+            " VALUES (%s, 0, 0, 'test')",
+            (index,),
+        )
+        while not stop.is_set():
+            killed = watcher.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s"
+                " AND wait_event_type = 'Lock'",
+                (f"migrate tweets {index}",),
+            ).fetchall()
+            if killed:
+                break
+            time.sleep(0.01)
+        holder.rollback()
+
+
+def test_resume_lands_only_the_ranges_that_did_not(settings, catalog, sample_db, tmp_path, monkeypatch):
+    monkeypatch.setenv("SQLITE_PATH", str(sample_db))
+    monkeypatch.setenv("PG_DATABASE", settings.database)
+    monkeypatch.setenv("RANGE_ROWS", "1000")
+    monkeypatch.setenv("SNAPSHOT_DIR", str(tmp_path / "shared"))
+    stop = threading.Event()
+    killer = threading.Thread(target=_kill_range, args=(settings, 1, stop))
+    (tmp_path / "dagster").mkdir()
+    with instance_for_test(temp_dir=str(tmp_path / "dagster")) as instance:
+        killer.start()
+        try:
+            first = execute_job(reconstructable(_fan_job), instance)
+        finally:
+            stop.set()
+            killer.join()
+        assert not first.success
+        failed = {e.step_key for e in first.all_events if e.event_type_value == "STEP_FAILURE"}
+        assert failed == {"postgres__tweets.tweets__range[range_1]"}
+        with psycopg.connect(conninfo(settings)) as conn:  # nothing published: no tweets yet
+            assert conn.execute("SELECT count(*) FROM tweets").fetchone()[0] == 0
+        second = execute_job(
+            reconstructable(_fan_job),
+            instance,
+            reexecution_options=ReexecutionOptions.from_failure(first.run_id, instance),
+        )
+        assert second.success
+        ran = {e.step_key for e in second.all_events if e.event_type_value == "STEP_SUCCESS"}
+        assert {k for k in ran if "__range" in k} == {"postgres__tweets.tweets__range[range_1]"}
+        assert "postgres__tweets.tweets__publish" in ran
+    with (
+        psycopg.connect(conninfo(settings)) as conn,
+        Snapshot(next((tmp_path / "shared").glob("*.db"))) as snap,
+    ):
+        fanned = _outcome(conn, second.run_id)
+        load_table(conn, snap, catalog, "tweets", "one")  # the same snapshot in one stream
+        assert _outcome(conn, "one") == fanned
