@@ -89,8 +89,24 @@ def _hwm(pid: int) -> int:
         return 0
 
 
+def _descendants(pid: int) -> list[int]:
+    """``pid`` and every process below it (a Dagster run's step processes, say)."""
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        try:
+            for task in os.listdir(f"/proc/{current}/task"):
+                with open(f"/proc/{current}/task/{task}/children") as f:
+                    todo.extend(int(child) for child in f.read().split())
+        except OSError:
+            continue
+    return found
+
+
 def run(argv: list[str], env: dict | None = None) -> Run:
-    """Run a child, timing it, and its peak RSS: the most of its VmHWM, read every 20 ms until it exits
+    """Run a child, timing it, and the peak RSS of its processes: the most of the VmHWM of it or of any
+    process below it (each on its own, not their sum), read every 20 ms until it exits
     (``os.wait4``'s ``ru_maxrss`` would also count the bench's own pages the child had before its exec).
     Its output goes through files, so that nothing else reaps it."""
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
@@ -102,7 +118,7 @@ def run(argv: list[str], env: dict | None = None) -> Run:
             pid, status, _usage = os.wait4(proc.pid, os.WNOHANG)
             if pid:
                 break
-            peak = max(peak, _hwm(proc.pid))
+            peak = max([peak, *map(_hwm, _descendants(proc.pid))])
             time.sleep(0.02)
         seconds = time.perf_counter() - start
         proc.returncode = os.waitstatus_to_exitcode(status)

@@ -29,6 +29,53 @@ def migrate(source: str, database: str, snapshot: str) -> None:
         print(f"{name}\t{r.source_rows}\t{r.loaded_rows}\t{r.rejected_rows}\t{r.seconds:.2f}")
 
 
+def load_job():
+    """The ``migrate`` job's loads without their checks: the snapshot and every table (for the bench and
+    for timing a fan-out; the checks are timed by ``--checks``)."""
+    from dagster import AssetSelection, Definitions, define_asset_job
+
+    from migration_pipeline import definitions
+    from migration_pipeline.defs.tables import SNAPSHOT_KEY
+
+    base = definitions.defs
+    selection = (AssetSelection.assets(SNAPSHOT_KEY) | AssetSelection.groups("target")).without_checks()
+    return Definitions(
+        assets=list(base.assets),
+        asset_checks=list(base.asset_checks),
+        resources=base.resources,
+        jobs=[define_asset_job("load_only", selection=selection)],
+    ).resolve_job_def("load_only")
+
+
+def migrate_dagster(source: str, database: str, snapshot: str, workers: int, range_rows: int) -> None:
+    """The loads as a Dagster run on the multiprocess executor with ``workers`` processes at a time,
+    big tables fanned out in ranges of ``range_rows`` (FAN_OUT_TABLES), the snapshot in the directory
+    ``snapshot``.dir (SNAPSHOT_DIR)."""
+    import tempfile
+
+    from dagster import DagsterInstance, execute_job, reconstructable
+
+    os.environ.update(SQLITE_PATH=source, PG_DATABASE=database, RANGE_ROWS=str(range_rows),
+                      SNAPSHOT_DIR=f"{snapshot}.dir")  # fmt: skip
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")])
+    )
+    config = {"execution": {"config": {"multiprocess": {"max_concurrent": workers}}}}
+    with tempfile.TemporaryDirectory() as home, DagsterInstance.local_temp(home) as instance:
+        result = execute_job(reconstructable(load_job), instance, run_config=config)
+        if not result.success:
+            raise SystemExit(
+                f"the Dagster run failed: {[e.message for e in result.all_events if e.is_failure]}"
+            )
+    with connect(Settings(Path(source), database)) as conn:
+        for name, read, loaded, rejected, seconds in conn.execute(
+            "SELECT table_name, source_rows, loaded_rows, rejected_rows,"
+            " extract(epoch FROM finished_at - started_at) FROM migration_audit.table_loads WHERE run_id = %s",
+            (result.run_id,),
+        ):
+            print(f"{name}\t{read}\t{loaded}\t{rejected}\t{seconds:.2f}")
+
+
 def check(database: str, snapshot: str, table: str, group: str) -> None:
     """Time the checks of one step of one table (what one Dagster check step runs)."""
     from migration_pipeline.prove import checks

@@ -1,7 +1,7 @@
 """Benchmark: the project's full migration against the bulk-load floor, ``\\copy`` into the full schema and
 pgloader, in one run on the same server, each run into a fresh database.
 
-    python bench/migrate_bench.py [--users 10000] [--tweets 1000000] [--repeat 1] [--cases a,b,c,d]
+    python bench/migrate_bench.py [--users 10000] [--tweets 1000000] [--repeat 1] [--cases a,b,c,d,e]
                                   [--sources app,clean] [--pgloader-cast app|stock] [--profile] [--checks]
     python bench/migrate_bench.py --phase migrate --source S --database D --snapshot P
 
@@ -18,14 +18,17 @@ the cases in a rotating order, a CHECKPOINT before each:
     the same keys, indexes and foreign keys; afterwards (untimed) its tables are compared with the rows
     the project landed;
 (d) the project's full migration: ``load_all`` in a child process, as the ``migrate`` job runs it without
-    Dagster (snapshot, conversion, quarantine, keys, indexes, checksum, change log, ANALYZE).
+    Dagster (snapshot, conversion, quarantine, keys, indexes, checksum, change log, ANALYZE), one stream;
+(e) the same through Dagster: the ``migrate`` job's loads (its checks left out, as in (d)) as one run on
+    the multiprocess executor, ``--workers`` step processes at a time, tweets fanned out in ranges of
+    ``--range-rows`` (FAN_OUT_TABLES), each range a step; step processes' start-up included.
 
 On a source with bad rows (c) runs once whatever ``--repeat`` says: pgloader retries its COPY around
 each rejected row, which takes minutes at 1M tweets.
 
 It prints seconds, rows/s (rows read: the CSV's for a/b, the source's for c/d), the ratio to (a) and
-the peak RSS of the measured processes (psql, pgloader, the project's child: their VmHWM, not the
-server's), per run and as a summary table of medians, with the machine's load average. ``--profile``
+the peak RSS of the measured processes (psql, pgloader, the project's child and, for (e), every step
+process: the largest VmHWM of any one of them, not the server's), per run and as a summary table of medians, with the machine's load average. ``--profile``
 adds one run of (d) with ``pg_stat_statements.track = all``: its statements by total time. ``--checks``
 times the checks of ``tweets`` on the last (d) database, each check step a process, as Dagster runs them.
 
@@ -56,7 +59,8 @@ from migration_pipeline.connect import local_postgres
 
 ROOT = Path(__file__).resolve().parent
 CASES = {"a": "floor: \\copy bare + keys/indexes/FKs", "b": "\\copy into the full schema",
-         "c": "pgloader bare + keys/indexes/FKs", "d": "the project's full migration"}  # fmt: skip
+         "c": "pgloader bare + keys/indexes/FKs", "d": "the project's full migration",
+         "e": "the project through Dagster, fanned out"}  # fmt: skip
 
 
 @dataclass
@@ -75,11 +79,14 @@ class Bench:
         self.catalog, self.work_mem = load_catalog(), _floor.maintenance_work_mem()
         self.tag = uuid.uuid4().hex[:6]
 
-    def migrate_child(self, source: Path, database: str) -> tuple[_floor.Run, list[list[str]]]:
+    def migrate_child(
+        self, source: Path, database: str, fanned: bool = False
+    ) -> tuple[_floor.Run, list[list[str]]]:
         snapshot = self.work / f"{database}.snapshot.db"
         snapshot.unlink(missing_ok=True)
-        argv = ["--phase", "migrate", "--source", str(source), "--database", database,
-                "--snapshot", str(snapshot)]  # fmt: skip
+        argv = ["--phase", "dagster" if fanned else "migrate", "--source", str(source), "--database", database,
+                "--snapshot", str(snapshot), "--workers", str(self.args.workers),
+                "--range-rows", str(self.args.range_rows)]  # fmt: skip
         run = _floor.run([sys.executable, __file__, *argv])
         if run.code != 0:
             raise SystemExit(f"the migration failed:\n{run.err[-3000:]}")
@@ -88,6 +95,7 @@ class Bench:
     def forget(self, database: str) -> None:
         """Drop the database and the snapshot the migration took for it (with its side files)."""
         _floor.drop_database(self.server, database)
+        shutil.rmtree(self.work / f"{database}.snapshot.db.dir", ignore_errors=True)  # (e)'s SNAPSHOT_DIR
         for leftover in self.work.glob(f"{database}.snapshot.db*"):
             leftover.unlink()
 
@@ -153,7 +161,7 @@ class Bench:
             return result
         _floor.fresh_database(self.server, database)
         _floor.checkpoint(self.server)
-        run, tables = self.migrate_child(source, database)
+        run, tables = self.migrate_child(source, database, fanned=case == "e")
         quarantined = sum(int(t[3]) for t in tables)
         split = {t[0]: float(t[4]) for t in tables if float(t[4]) >= 0.5}
         return Result(case, run.seconds, read, run.rss, split, [f"{quarantined:,} rows quarantined"])
@@ -255,7 +263,11 @@ def main() -> int:
     parser.add_argument("--users", type=int, default=10_000)
     parser.add_argument("--tweets", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=1, help="runs of each case (the summary shows medians)")
-    parser.add_argument("--cases", default="a,b,c,d", help="comma list of a, b, c, d (see above)")
+    parser.add_argument("--cases", default="a,b,c,d,e", help="comma list of a, b, c, d, e (see above)")
+    parser.add_argument(
+        "--workers", type=int, default=os.cpu_count() or 2, help="(e): step processes at a time"
+    )
+    parser.add_argument("--range-rows", type=int, default=250_000, help="(e): source rows per range")
     parser.add_argument("--sources", default="app,clean", help="comma list of app, clean")
     parser.add_argument("--pgloader-cast", choices=("app", "stock"), default="app",
                         help="app: epoch timestamps cast by bench/pgloader_app.lisp; stock: pgloader's rules")  # fmt: skip
@@ -267,6 +279,9 @@ def main() -> int:
     args = parser.parse_args()
     if args.phase == "migrate":
         _project.migrate(args.source, args.database, args.snapshot)
+        return 0
+    if args.phase == "dagster":
+        _project.migrate_dagster(args.source, args.database, args.snapshot, args.workers, args.range_rows)
         return 0
     if args.phase == "check":
         _project.check(args.database, args.snapshot, "tweets", args.group)
