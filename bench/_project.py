@@ -43,6 +43,7 @@ def load_job():
         assets=list(base.assets),
         asset_checks=list(base.asset_checks),
         resources=base.resources,
+        executor=base.executor,
         jobs=[define_asset_job("load_only", selection=selection)],
     ).resolve_job_def("load_only")
 
@@ -60,7 +61,9 @@ def migrate_dagster(source: str, database: str, snapshot: str, workers: int, ran
     os.environ["PYTHONPATH"] = os.pathsep.join(
         filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")])
     )
-    config = {"execution": {"config": {"multiprocess": {"max_concurrent": workers}}}}
+    config = {
+        "execution": {"config": {"multiprocess": {"max_concurrent": workers}}}
+    }  # the project's executor (definitions.py)
     with tempfile.TemporaryDirectory() as home, DagsterInstance.local_temp(home) as instance:
         result = execute_job(reconstructable(load_job), instance, run_config=config)
         if not result.success:

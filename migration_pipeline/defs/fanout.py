@@ -47,9 +47,11 @@ def fanned_asset(spec: TableSpec) -> AssetsDefinition:
     """``spec``'s table asset, loaded in ranges of RANGE_ROWS source rows, one step each."""
     table = spec.name
 
-    upstream = ["snapshot", *spec.parents]  # what must be materialized first (no data passes)
+    # the ranges need only the snapshot (the shadow has no foreign keys yet): they land while the parent
+    # tables load; the publish, which adds the foreign keys, waits for the parents
+    upstream = ["snapshot", *spec.parents]
 
-    @op(name=f"{table}__plan", ins={name: In(Nothing) for name in upstream}, out=DynamicOut(dict))
+    @op(name=f"{table}__plan", ins={"snapshot": In(Nothing)}, out=DynamicOut(dict))
     def plan(context: OpExecutionContext, migration: MigrationResource):
         rows = fan_out_setting().range_rows
         with Snapshot(migration.snapshot_path) as snapshot, migration.connection() as conn:
@@ -84,7 +86,7 @@ def fanned_asset(spec: TableSpec) -> AssetsDefinition:
             "rejected_rows": landed.rejected_rows,
         }
 
-    @op(name=f"{table}__publish", out=Out(Nothing))
+    @op(name=f"{table}__publish", ins={p: In(Nothing) for p in spec.parents}, out=Out(Nothing))
     def publish(context: OpExecutionContext, migration: MigrationResource, landed: list[dict]) -> None:
         with Snapshot(migration.snapshot_path) as snapshot, migration.connection() as conn:
             try:
@@ -101,7 +103,8 @@ def fanned_asset(spec: TableSpec) -> AssetsDefinition:
     keys = {"snapshot": SNAPSHOT_KEY} | {p: target_key(p) for p in spec.parents}
 
     def compose(**done):
-        return publish(plan(**done).map(land).collect())
+        landed = plan(snapshot=done["snapshot"]).map(land).collect()
+        return publish(landed=landed, **{p: done[p] for p in spec.parents})
 
     return graph_asset(
         compose,
