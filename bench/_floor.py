@@ -9,7 +9,6 @@ then adds the keys, the indexes and last the foreign keys; :class:`PostLoad` hol
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import tempfile
 import time
@@ -23,7 +22,6 @@ from migration_pipeline.catalog import Catalog
 from migration_pipeline.connect import local_postgres
 
 PSQL = local_postgres.POSTGRES_BIN_PATH / "psql"
-MOVE = Path(__file__).resolve().parents[1] / "migration_pipeline" / "move"
 
 CONSTRAINTS = """
 SELECT c.contype, format('ALTER TABLE %I ADD CONSTRAINT %I %s', t.relname, c.conname, pg_get_constraintdef(c.oid)),
@@ -39,12 +37,10 @@ ORDER BY x.relname"""
 
 
 def maintenance_work_mem() -> str:
-    """The ``maintenance_work_mem`` the project's load path sets (the first literal in move/*.py)."""
-    for path in sorted(MOVE.glob("*.py")):
-        found = re.search(r"maintenance_work_mem\s*(?:=|TO)\s*'([^']+)'", path.read_text(), re.I)
-        if found:
-            return found.group(1)
-    raise SystemExit(f"no maintenance_work_mem literal under {MOVE}: say which one the project uses")
+    """The ``maintenance_work_mem`` the project's load path gives its index builds (at least)."""
+    from migration_pipeline.move.shadow import MAINTENANCE_WORK_MEM_MB
+
+    return f"{MAINTENANCE_WORK_MEM_MB}MB"
 
 
 @dataclass

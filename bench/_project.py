@@ -70,6 +70,9 @@ def migrate_dagster(source: str, database: str, snapshot: str, workers: int, ran
             raise SystemExit(
                 f"the Dagster run failed: {[e.message for e in result.all_events if e.is_failure]}"
             )
+        for stats in instance.get_run_step_stats(result.run_id):  # each step's own time
+            if "tweets." in stats.step_key:
+                print(f"step\t{stats.step_key}\t{stats.end_time - stats.start_time:.2f}")
     with connect(Settings(Path(source), database)) as conn:
         for name, read, loaded, rejected, seconds in conn.execute(
             "SELECT table_name, source_rows, loaded_rows, rejected_rows,"

@@ -161,10 +161,20 @@ class Bench:
             return result
         _floor.fresh_database(self.server, database)
         _floor.checkpoint(self.server)
-        run, tables = self.migrate_child(source, database, fanned=case == "e")
+        run, lines = self.migrate_child(source, database, fanned=case == "e")
+        tables = [t for t in lines if t[0] != "step"]
         quarantined = sum(int(t[3]) for t in tables)
         split = {t[0]: float(t[4]) for t in tables if float(t[4]) >= 0.5}
-        return Result(case, run.seconds, read, run.rss, split, [f"{quarantined:,} rows quarantined"])
+        notes = [f"{quarantined:,} rows quarantined"]
+        steps = {t[1]: float(t[2]) for t in lines if t[0] == "step"}
+        ranges = [seconds for key, seconds in steps.items() if "__range[" in key]
+        if ranges:  # (e): what one worker does with one range (the tweets table's rows split evenly)
+            rows = next(int(t[1]) for t in tables if t[0] == "tweets") / len(ranges)
+            each = statistics.median(ranges)
+            notes.append(f"tweets: {len(ranges)} range steps of {rows:,.0f} rows on average, {self.args.workers} at a time: "
+                         f"median {each:.1f} s a range = {rows / each:,.0f} rows/s per worker; "
+                         + ", ".join(f"{k.split('.')[-1]} {v:.1f} s" for k, v in steps.items() if "__range[" not in k))  # fmt: skip
+        return Result(case, run.seconds, read, run.rss, split, notes)
 
     def profile(self, source: Path) -> None:
         database = f"bench_profile_{self.tag}"

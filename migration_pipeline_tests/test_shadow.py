@@ -159,3 +159,11 @@ def test_the_swap_waits_for_a_reader_then_goes_on(conn, catalog, proven, setting
     thread.join()
     assert release.is_set() and result.loaded_rows > 0
     assert failures(conn, catalog, proven) == {}
+
+
+def test_index_builds_get_256mb_or_the_servers_larger_setting(conn):
+    for server, expected in (("64MB", "256MB"), ("1GB", "1GB")):
+        with conn.transaction():
+            conn.execute(f"SET LOCAL maintenance_work_mem = '{server}'")
+            shadow.enough_memory(conn)
+            assert conn.execute("SHOW maintenance_work_mem").fetchone()[0] == expected

@@ -18,6 +18,7 @@ import psycopg
 from psycopg import sql
 
 from ..catalog import Catalog, TableSpec
+from . import shadow
 
 # From this many rows on, a table without dependants is loaded with its secondary indexes and foreign
 # keys dropped and rebuilt once (cheaper than maintaining them row by row).
@@ -81,7 +82,7 @@ def _secondary_structures_rebuilt(conn: psycopg.Connection, table: str) -> Itera
     for index_name, _ in indexes:
         conn.execute(sql.SQL("DROP INDEX {}").format(sql.SQL(index_name)))
     yield
-    conn.execute("SET LOCAL maintenance_work_mem = '256MB'")
+    shadow.enough_memory(conn)
     for _, definition in indexes:
         conn.execute(sql.SQL(definition))
     for fk_name, definition in foreign_keys:

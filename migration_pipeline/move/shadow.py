@@ -47,6 +47,19 @@ def shadow_of(table: str) -> sql.Identifier:
 CLAIMS = sql.Identifier(SCHEMA, "loads")
 
 
+MAINTENANCE_WORK_MEM_MB = 256
+
+
+def enough_memory(conn: psycopg.Connection) -> None:
+    """At least :data:`MAINTENANCE_WORK_MEM_MB` of ``maintenance_work_mem`` for this transaction's index
+    builds and validations, or the server's own setting where it is larger (a server sized for big loads)."""
+    conn.execute(
+        "SELECT set_config('maintenance_work_mem', %(mb)s || 'MB', true) FROM pg_settings"
+        " WHERE name = 'maintenance_work_mem' AND setting::bigint < %(mb)s * 1024",
+        {"mb": MAINTENANCE_WORK_MEM_MB},
+    )
+
+
 def companions(table: str) -> tuple[sql.Identifier, sql.Identifier]:
     return sql.Identifier(SCHEMA, f"{table}__rejects"), sql.Identifier(SCHEMA, f"{table}__ranges")
 
@@ -133,7 +146,7 @@ class Shadow:
     def add(self, kind: str) -> None:
         """Add the live table's constraints of ``kind`` (a key of :data:`KINDS`); PostgreSQL validates
         them, raising an IntegrityError when a row breaks one."""
-        self.conn.execute("SET LOCAL maintenance_work_mem = '256MB'")
+        enough_memory(self.conn)
         for statement in _constraints(self.conn, self.spec, self.KINDS[kind]):
             self.conn.execute(statement)
         self.added.add(kind)
