@@ -12,6 +12,7 @@ import pytest
 from dagster import (
     AssetKey,
     AssetSelection,
+    DagsterInstance,
     Definitions,
     ReexecutionOptions,
     define_asset_job,
@@ -26,6 +27,7 @@ from migration_pipeline.move import ranges, shadow
 from migration_pipeline.move.load import load_table
 from migration_pipeline.move.source import Snapshot, take_snapshot
 from migration_pipeline.move.stage import LoadError
+from migration_pipeline.samples.sample_data import generate
 
 from .helpers import fingerprint
 
@@ -187,3 +189,20 @@ def test_resume_lands_only_the_ranges_that_did_not(settings, catalog, sample_db,
         fanned = _outcome(conn, second.run_id)
         load_table(conn, snap, catalog, "tweets", "one")  # the same snapshot in one stream
         assert _outcome(conn, "one") == fanned
+
+
+def test_an_empty_source_table_is_published_not_skipped(settings, tmp_path, monkeypatch):
+    """No range to land is still a load: the publish step runs (Dagster runs a collect over zero dynamic
+    outputs) and the table is materialized, empty, rather than left as it was."""
+    source = generate(tmp_path / "empty.db", users=20, tweets=0)
+    monkeypatch.setenv("SQLITE_PATH", str(source))
+    monkeypatch.setenv("PG_DATABASE", settings.database)
+    monkeypatch.setenv("SNAPSHOT_DIR", str(tmp_path / "shared"))
+    run = _fan_job().execute_in_process(instance=DagsterInstance.ephemeral())
+    done = {e.step_key for e in run.all_events if e.event_type_value == "STEP_SUCCESS"}
+    assert "postgres__tweets.tweets__publish" in done
+    [tweets] = [
+        e for e in run.get_asset_materialization_events() if e.asset_key.path == ["postgres", "tweets"]
+    ]
+    assert tweets.materialization.metadata["source_rows"].value == 0
+    assert tweets.materialization.metadata["ranges"].value == 0
