@@ -167,3 +167,29 @@ def test_index_builds_get_256mb_or_the_servers_larger_setting(conn):
             conn.execute(f"SET LOCAL maintenance_work_mem = '{server}'")
             shadow.enough_memory(conn)
             assert conn.execute("SHOW maintenance_work_mem").fetchone()[0] == expected
+
+
+def test_child_tables_loading_at_once_do_not_deadlock(conn, catalog, proven, settings):
+    """Two tables referencing users, loaded side by side as Dagster's executor runs them: their swaps
+    lock users, and without load.PARENTS_LOCK they could deadlock (seen in CI)."""
+    errors: list[BaseException] = []
+
+    def load(table: str, start: threading.Barrier) -> None:
+        try:
+            with psycopg.connect(conninfo(settings)) as other, Snapshot(proven) as snap:
+                start.wait()
+                load_table(other, snap, catalog, table, f"again-{table}")
+        except BaseException as err:  # noqa: BLE001 (reported below)
+            errors.append(err)
+
+    for _ in range(8):
+        start = threading.Barrier(3)  # the three start together
+        threads = [
+            threading.Thread(target=load, args=(t, start))
+            for t in ("tweets", "personality_analysis", "funnel_progress")
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []

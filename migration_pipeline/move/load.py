@@ -53,6 +53,14 @@ def load_table(
     return result
 
 
+# Loads of tables with foreign keys take this advisory lock before they first lock a parent table, and
+# hold it to their commit: one at a time. Two child tables loading at once deadlocked otherwise: one,
+# holding SHARE ROW EXCLUSIVE on users from adding its foreign key, waited for ACCESS EXCLUSIVE on users
+# to drop its old table, while the other, reading users, waited to add its own foreign key. The staging,
+# most of a load, still runs side by side.
+PARENTS_LOCK = 0x6D696766  # "migf"
+
+
 def begin(snapshot: Snapshot, catalog: Catalog, table: str, run_id: str) -> tuple:
     """(spec, source columns, a started :class:`LoadResult`, the source's path) of a load of ``table``;
     the errors of a source that cannot be loaded (see module doc)."""
@@ -113,6 +121,8 @@ def publish_stage(
     replacement, the change log's new baseline and the audit records; inside the load's transaction,
     which holds the table's EXCLUSIVE lock and had ``before`` rows in it. Also ranges.py's publish."""
     table = spec.name
+    if spec.parents:  # before this transaction first locks a parent table (see PARENTS_LOCK)
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (PARENTS_LOCK,))
     stage = quarantine.constraint_rejections(conn, catalog, spec, columns, stage, spool, snapshot, builds)
     loaded = checksums.checksum(conn, stage, spec, columns)  # the loaded source rows, converted
     result.checksum = str(loaded)
