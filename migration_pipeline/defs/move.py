@@ -22,6 +22,7 @@ from ..move.phase import PhaseError
 from ..move.source import Snapshot, SourceError, take_snapshot
 from ..samples.default_source import ensure_source
 from .connect import MigrationResource
+from .fanout import fanned_asset
 from .tables import (
     CODE_VERSION,
     SNAPSHOT_KEY,
@@ -135,8 +136,6 @@ def table_asset(spec: TableSpec) -> AssetsDefinition:
 
 def target_assets() -> list[AssetsDefinition]:
     """One asset per table; a table of FAN_OUT_TABLES that nothing references is loaded in ranges."""
-    from .fanout import fanned_asset  # it builds on this module's helpers
-
     catalog, fanned = load_catalog(), fan_out_setting().tables
     return [
         fanned_asset(spec) if spec.name in fanned and not catalog.children(spec.name) else table_asset(spec)

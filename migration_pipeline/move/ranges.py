@@ -31,7 +31,7 @@ from .audit import Rejection
 from .finish import LoadResult
 from .load import begin, load_table, publish_stage
 from .source import Snapshot
-from .stage import LoadError, ProgressCallback, Spool, create_rejects, stage_rows
+from .stage import LoadError, ProgressCallback, Spool, create_rejects, plan_columns, stage_rows
 
 
 class Superseded(RuntimeError):
@@ -61,14 +61,7 @@ def plan(snapshot: Snapshot, table: str, rows_per_range: int) -> list[Range]:
     """``table``'s rowids cut into ranges of ``rows_per_range`` rows (the last one may be shorter)."""
     if rows_per_range < 1:
         raise ValueError(f"rows per range must be at least 1, got {rows_per_range}")
-    if not snapshot.has_table(table):
-        return []
-    starts = snapshot.range_starts(table, rows_per_range)
-    if not starts:
-        return []
-    (top,) = snapshot.query(f'SELECT max(rowid) FROM "{table}"')[0]
-    ends = [s - 1 for s in starts[1:]] + [top]
-    return [Range(i, first, last) for i, (first, last) in enumerate(zip(starts, ends, strict=True))]
+    return [Range(i, first, last) for i, (first, last) in enumerate(snapshot.ranges(table, rows_per_range))]
 
 
 def prepare(
@@ -153,7 +146,8 @@ def land(
     progress: ProgressCallback | None = None,
 ) -> Landed:
     """Convert and COPY one range's rows into the shadow, in one transaction (see module doc)."""
-    spec, columns, _, _ = begin(snapshot, catalog, table, run_id)
+    spec = catalog.table(table)
+    columns, _ = plan_columns(snapshot, spec)
     rejects, landed = shadow.companions(table)
     with conn.transaction(), Spool(columns) as spool:
         _claimed(conn, table, load_id, "SHARE")

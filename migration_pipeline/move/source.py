@@ -264,16 +264,13 @@ class Snapshot:
                 continue
             careful = False
 
-    def range_starts(self, table: str, rows_per_range: int) -> list[int]:
-        """The first rowid of each run of ``rows_per_range`` rows in rowid order (none for an empty table)."""
-        return [
-            r[0]
-            for r in self._conn.execute(
-                f"SELECT rowid FROM (SELECT rowid, row_number() OVER (ORDER BY rowid) AS n FROM {quote(table)})"
-                " WHERE (n - 1) % ? = 0 ORDER BY rowid",
-                (rows_per_range,),
-            )
-        ]
+    def ranges(self, table: str, rows_per_range: int) -> list[tuple[int, int]]:
+        """(first, last) rowid of each run of ``rows_per_range`` rows in rowid order (none for an empty table)."""
+        return self._conn.execute(
+            f"SELECT min(rowid), max(rowid) FROM (SELECT rowid, (row_number() OVER (ORDER BY rowid) - 1) / ?"
+            f" AS r FROM {quote(table)}) GROUP BY r ORDER BY r",
+            (rows_per_range,),
+        ).fetchall()
 
     def query(self, select: str, params: Sequence = ()) -> list[tuple]:
         """Rows of a read-only query on the snapshot (TEXT that is not UTF-8 kept as InvalidText, read
