@@ -1,7 +1,8 @@
 # Two commands for operators (see README): `make run` and `make test`. Both create ./.venv on first use.
 VENV ?= .venv
 PY := $(VENV)/bin/python
-DAGSTER := $(VENV)/bin/dagster
+CLI := $(VENV)/bin/migration-pipeline
+PORT ?= 3000
 
 .PHONY: setup run test ui bench pg-stop
 
@@ -9,22 +10,25 @@ $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e ".[dev]"
+	# dagster commands run in this directory read .env: they record into the shared instance too
+	echo "DAGSTER_HOME=$(CURDIR)/dagster_home" > .env
 	touch $@
 
 setup: $(VENV)/.installed
 
-# Migrate every table (embedded PostgreSQL and a generated sample unless configured), with its checks.
+# Migrate every table (embedded PostgreSQL and a generated sample unless configured), with its checks and
+# reports, as a Dagster run recorded in the instance `make ui` shows; ends with a summary.
 run: setup
-	$(DAGSTER) asset materialize -m migration_pipeline.definitions --select '*'
+	$(CLI) migrate
 
 # The whole test suite against a real (embedded) PostgreSQL; .ci/run calls exactly this.
 test: setup
 	$(PY) -m pytest
 
-# The Dagster UI on http://127.0.0.1:3000, with the daemon; its runs, events and schedules are stored in
-# PostgreSQL (dagster_home/dagster.yaml; the connection variables come from migration_pipeline.connect.instance).
+# The Dagster UI on http://127.0.0.1:$(PORT) (make ui PORT=3001), with the daemon; runs, events and
+# schedules are stored in PostgreSQL (dagster_home/dagster.yaml), the same history as make run's.
 ui: setup
-	eval "$$($(PY) -m migration_pipeline.connect.instance env)" && $(DAGSTER) dev -h 127.0.0.1 -p 3000
+	$(CLI) ui --port $(PORT)
 
 bench: setup
 	$(PY) bench/migrate_bench.py

@@ -1,10 +1,12 @@
-"""The Dagster instance of `make ui` keeps its runs and events in PostgreSQL."""
+"""The Dagster instance of every entry point keeps its runs and events in PostgreSQL, on the migration's
+server, found without a port or password written down."""
 
 from __future__ import annotations
 
 import uuid
 
 import psycopg
+import pytest
 from dagster import DagsterInstance, job, op
 from psycopg import sql
 
@@ -26,15 +28,16 @@ def test_runs_and_events_are_stored_in_postgres(server, settings, monkeypatch):
     database = f"test_instance_{uuid.uuid4().hex[:8]}"
     env = instance_env(settings, database)
     try:
-        assert env["DAGSTER_PG_PORT"] == server["port"] and env["DAGSTER_PG_DB"] == database
-        assert (DAGSTER_HOME / "dagster.yaml").is_file()
+        assert env == {"DAGSTER_HOME": str(DAGSTER_HOME), "DAGSTER_PG_DB": database}
         assert server["password"] not in (DAGSTER_HOME / "dagster.yaml").read_text()
+        assert server["port"] not in (DAGSTER_HOME / "dagster.yaml").read_text()
         for key, value in env.items():
             monkeypatch.setenv(key, value)
         with DagsterInstance.from_config(str(DAGSTER_HOME)) as instance:
             result = tiny.execute_in_process(instance=instance)
             assert result.success
             assert instance.get_run_by_id(result.run_id).is_success
+            assert server["password"] not in repr(instance.get_ref())  # what step processes are sent
         with psycopg.connect(**{**server, "dbname": database}) as conn:
             assert (
                 conn.execute("SELECT count(*) FROM runs WHERE run_id = %s", (result.run_id,)).fetchone()[0]
@@ -73,11 +76,7 @@ def test_a_configured_server_holds_the_instance_with_its_own_credentials(server,
         settings = load_settings()
         assert not settings.embedded and password not in settings.describe()
         env = instance_env(settings)
-        assert (env["DAGSTER_PG_USER"], env["DAGSTER_PG_PASSWORD"], env["DAGSTER_PG_DB"]) == (
-            role,
-            password,
-            database,
-        )
+        assert env["DAGSTER_PG_DB"] == database and password not in repr(env)
         for key, value in env.items():
             monkeypatch.setenv(key, value)
         with DagsterInstance.from_config(str(DAGSTER_HOME)) as instance:
@@ -93,4 +92,34 @@ def test_a_configured_server_holds_the_instance_with_its_own_credentials(server,
     finally:
         with psycopg.connect(**server, autocommit=True) as admin:
             admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database)))
+            admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+
+
+def test_a_server_that_refuses_the_instance_database_still_runs(server, tmp_path, monkeypatch):
+    """A role without CREATEDB: the history goes to SQLite under the state directory, with a warning,
+    instead of the migration failing to start."""
+    role, password = f"ops_{uuid.uuid4().hex[:8]}", "Ext-" + uuid.uuid4().hex
+    with psycopg.connect(**server, autocommit=True) as admin:
+        admin.execute(
+            sql.SQL("CREATE ROLE {} LOGIN NOCREATEDB PASSWORD {}").format(sql.Identifier(role), password)
+        )
+    for key in ("PG_DSN", "PG_DATABASE", "DAGSTER_PG_DB"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("PG_HOST", "127.0.0.1")
+    monkeypatch.setenv("PG_PORT", server["port"])
+    monkeypatch.setenv("PG_USER", role)
+    monkeypatch.setenv("PG_PASSWORD", password)
+    monkeypatch.setenv("DAGSTER_PG_DB", f"refused_{uuid.uuid4().hex[:8]}")
+    monkeypatch.setenv("MIGRATION_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.chdir(tmp_path)
+    try:
+        with (
+            pytest.warns(UserWarning, match="Dagster instance kept in .*SQLite"),
+            DagsterInstance.from_config(str(DAGSTER_HOME)) as instance,
+        ):
+            result = tiny.execute_in_process(instance=instance)
+            assert instance.get_run_by_id(result.run_id).is_success
+        assert (tmp_path / "state" / "dagster").is_dir()
+    finally:
+        with psycopg.connect(**server, autocommit=True) as admin:
             admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))

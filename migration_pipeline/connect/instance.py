@@ -2,10 +2,11 @@
 
 In:  :class:`~migration_pipeline.connect.settings.Settings` (the embedded server, or the configured one) and
      ``DAGSTER_PG_DB`` (default ``dagster_instance``).
-Out: :func:`instance_env` returns the ``DAGSTER_PG_*`` variables that ``dagster_home/dagster.yaml`` reads
-     (the embedded server's port changes from start to start, so the file names variables, not values),
-     after creating that database if it is missing. ``python -m migration_pipeline.connect.instance env`` prints
-     them as shell exports for ``make ui``.
+Out: :func:`storage_url` is the dagster-postgres URL of that database on the target's server (creating the
+     database on first use), which ``dagster_home/dagster.yaml``'s storage class reads in every Dagster
+     process, so no port or password is ever written down; :func:`instance_env` is what a process needs to
+     use that instance: ``DAGSTER_HOME`` (and ``DAGSTER_PG_DB`` when set), no secret.
+     ``python -m migration_pipeline.connect.instance env`` prints them as shell exports.
 Fails: TargetError (from target.py) when the server cannot be reached or the database created.
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 import shlex
 import sys
 from pathlib import Path
+from urllib.parse import quote
 
 from psycopg.conninfo import conninfo_to_dict
 
@@ -23,18 +25,34 @@ from .target import conninfo
 DAGSTER_HOME = Path(__file__).resolve().parents[2] / "dagster_home"
 
 
-def instance_env(settings: Settings, database: str | None = None) -> dict[str, str]:
-    database = database or read_environment().get("DAGSTER_PG_DB") or "dagster_instance"
-    instance = Settings(settings.sqlite_path, database, settings.external_conninfo)
+def _database(database: str | None) -> str:
+    return database or read_environment().get("DAGSTER_PG_DB") or "dagster_instance"
+
+
+def storage_url(settings: Settings, database: str | None = None) -> str:
+    """``postgresql+psycopg2://...`` of the instance's database (dagster-postgres is written for psycopg2;
+    a plain postgresql:// URL may pick psycopg 3, whose server-side parameters break its NOTIFY)."""
+    instance = Settings(settings.sqlite_path, _database(database), settings.external_conninfo)
     params = conninfo_to_dict(conninfo(instance))  # creates the database on first use
-    return {
-        "DAGSTER_PG_HOST": str(params["host"]),
-        "DAGSTER_PG_PORT": str(params.get("port", "5432")),
-        "DAGSTER_PG_USER": str(params.get("user", "postgres")),
-        "DAGSTER_PG_PASSWORD": str(params.get("password", "")),
-        "DAGSTER_PG_DB": database,
-        "DAGSTER_HOME": str(DAGSTER_HOME),
-    }
+    user, password = quote(str(params.get("user", "postgres")), safe=""), params.get("password")
+    auth = f"{user}:{quote(str(password), safe='')}" if password else user
+    host, port, name = (
+        params.get("host", "localhost"),
+        params.get("port", "5432"),
+        quote(instance.database, safe=""),
+    )
+    if host.startswith("/"):  # a Unix socket directory
+        return f"postgresql+psycopg2://{auth}@/{name}?host={quote(host, safe='')}&port={port}"
+    return f"postgresql+psycopg2://{auth}@{host}:{port}/{name}"
+
+
+def instance_env(settings: Settings, database: str | None = None) -> dict[str, str]:
+    """The variables that make a Dagster process use the shared instance (its database created)."""
+    storage_url(settings, database)
+    env = {"DAGSTER_HOME": str(DAGSTER_HOME)}
+    if database or read_environment().get("DAGSTER_PG_DB"):
+        env["DAGSTER_PG_DB"] = _database(database)
+    return env
 
 
 def main(argv: list[str] | None = None) -> int:

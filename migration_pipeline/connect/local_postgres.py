@@ -60,6 +60,7 @@ def _paths() -> dict[str, Path]:
         "log": root / "server.log",
         "password": root / "password",
         "lock": root / "lock",
+        "port": root / "port",
     }
 
 
@@ -122,10 +123,28 @@ def _running_port(data: Path) -> int | None:
     return int(lines[3])
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def running_port() -> int | None:
+    """The port of the checkout's server, or None when it is not running."""
+    return _running_port(_paths()["data"])
+
+
+def _free_port(preferred: int = 0) -> int:
+    """``preferred`` when it is free, else any free port."""
+    for port in (preferred, 0) if preferred else (0,):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return sock.getsockname()[1]
+    raise LocalPostgresError("no free TCP port on 127.0.0.1")
+
+
+def _last_port(paths: dict[str, Path]) -> int:
+    try:
+        return int(paths["port"].read_text())
+    except (FileNotFoundError, ValueError):
+        return 0
 
 
 def _init(paths: dict[str, Path], user: str | None) -> None:
@@ -175,12 +194,14 @@ def _init(paths: dict[str, Path], user: str | None) -> None:
 
 def _start(paths: dict[str, Path], user: str | None) -> int:
     last_error: LocalPostgresError | None = None
-    for _attempt in range(3):  # another process may grab the free port between our probe and bind
-        port = _free_port()
+    for attempt in range(3):  # another process may grab the free port between our probe and bind
+        # the port of the last start when free, so connection strings stay valid across restarts
+        port = _free_port(_last_port(paths) if attempt == 0 else 0)
         options = " ".join((f"-h 127.0.0.1 -p {port} -k ''", *SERVER_OPTIONS))
         try:
             _pg("pg_ctl", "-D", str(paths["data"]), "-l", str(paths["log"]), "-w", "-t", "60",
                 "-o", options, "start", user=user)  # fmt: skip
+            paths["port"].write_text(str(port))
             return port
         except LocalPostgresError as err:
             last_error = err

@@ -1,0 +1,215 @@
+"""The commands that run the code location's jobs (as Dagster runs in the shared instance) or read the
+target: migrate, verify, sync, cutover, switch, finalize, rollback, report, provenance, quarantine,
+monitor, loadgen."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+from dagster import AssetKey
+
+from ..catalog import load_catalog
+from ..connect.settings import load_settings
+from ..connect.target import connect, conninfo
+from ..defs.tables import SNAPSHOT_KEY, target_key
+from . import runs
+
+ALL_ASSETS = "__ASSET_JOB"  # every asset with its checks: what `dagster asset materialize --select '*'` runs
+
+
+def _tables(names: tuple[str, ...]) -> list[str]:
+    catalog = load_catalog()
+    unknown = [n for n in names if n not in catalog.names]
+    if unknown:
+        raise click.BadParameter(f"unknown table(s) {', '.join(unknown)}; known: {', '.join(catalog.names)}")
+    return [n for n in catalog.names if n in names] if names else list(catalog.names)
+
+
+def _run(job: str, run_config: dict | None = None, assets: list[AssetKey] | None = None) -> None:
+    """Run ``job`` in the shared instance, show its steps as they finish, end with its summary; exit 1
+    when the run or a blocking check failed."""
+    instance = runs.shared_instance()
+    click.echo(f"{job}: starting (recorded in the Dagster instance; `migration-pipeline ui` shows it)")
+    sys.stdout.flush()
+    # the terminal as it is now: while the run goes, Dagster redirects this process's stdout and stderr
+    console = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)
+
+    def progress(step: str, status: str) -> None:
+        console.write(f"  {status:>6}  {step}\n")
+
+    with console:
+        summary = runs.run_job(instance, job, run_config, assets, progress)
+    for line in runs.lines(summary):
+        click.echo(line)
+    if not summary.ok or summary.checks["failed"]:
+        sys.exit(1)
+
+
+@click.command()
+@click.argument("tables", nargs=-1)
+def migrate(tables: tuple[str, ...]) -> None:
+    """Migrate every table (or only TABLES) with its checks, then the reports: the same run as
+    `make run` and the UI's "Materialize all"."""
+    if not tables:
+        _run(ALL_ASSETS)
+        return
+    selected = [SNAPSHOT_KEY, *(target_key(t) for t in _tables(tables))]
+    _run("migrate", assets=selected)
+
+
+@click.command()
+def verify() -> None:
+    """Run every check against the target without moving data (the reverify job)."""
+    _run("reverify")
+
+
+@click.command()
+def sync() -> None:
+    """Apply the app's changes since the last load (delta sync)."""
+    _run("sync")
+
+
+@click.command()
+@click.option("--writes-stopped", is_flag=True, help="The app's writes are already stopped: do not wait.")
+def cutover(writes_stopped: bool) -> None:
+    """The cutover runbook: catch up, wait for the write freeze, final sync, verify."""
+    _run("cutover", {"ops": {"wait_for_freeze": {"config": {"writes_stopped": writes_stopped}}}})
+
+
+@click.command()
+@click.argument("action", type=click.Choice(["declare", "withdraw"]))
+def switch(action: str) -> None:
+    """Declare that the app now writes to PostgreSQL, or withdraw that declaration."""
+    _run(f"{action}_switch")
+
+
+@click.command()
+def finalize() -> None:
+    """End the soak period after the switch."""
+    _run("finalize")
+
+
+@click.command()
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="A NEW SQLite file.")
+@click.option("--no-quarantined", is_flag=True, help="Do not restore quarantined rows.")
+def rollback(out: Path, no_quarantined: bool) -> None:
+    """Export PostgreSQL to a new SQLite file in the app's format (the rollback_export job)."""
+    config = {"out": str(out.resolve()), "include_quarantined": not no_quarantined}
+    _run("rollback_export", {"ops": {"export_to_sqlite": {"config": config}}})
+
+
+@click.command()
+@click.option(
+    "--out", type=click.Path(path_type=Path), default=Path("verification-report.md"), show_default=True
+)
+def report(out: Path) -> None:
+    """Write the verification report (every check of every table, for a change ticket)."""
+    from ..prove import report as verification
+
+    sys.exit(verification.main(["--out", str(out)]))
+
+
+@click.command()
+@click.option("--table", "tables", multiple=True, help="Only this table (repeatable).")
+@click.option("--out", type=click.Path(path_type=Path), help="Write the Markdown here instead of stdout.")
+def provenance(tables: tuple[str, ...], out: Path | None) -> None:
+    """Where every table's rows came from: source file, snapshot, code version, runs."""
+    from ..prove import provenance as origin
+
+    args = [a for t in _tables(tables) for a in ("--table", t)] if tables else []
+    sys.exit(origin.main(args + (["--out", str(out)] if out else [])))
+
+
+@click.group()
+def quarantine() -> None:
+    """The rows the latest loads quarantined: list them, export them for the app team."""
+
+
+@quarantine.command("list")
+@click.argument("tables", nargs=-1)
+@click.option("--limit", default=20, show_default=True, help="Rows shown per table.")
+def quarantine_list(tables: tuple[str, ...], limit: int) -> None:
+    """Counts per table, and the first rows: source key, column, reason, offending value."""
+    from ..prove import quarantined
+
+    names = _tables(tables)
+    with connect(load_settings()) as conn:
+        counts = quarantined.counts(conn, names)
+        for table in names:
+            if counts[table] or tables:
+                click.echo(f"{table}: {counts[table]:,} quarantined")
+            if counts[table]:
+                for row in quarantined.rows(conn, [table], limit):
+                    value = click.style(repr(row["value"])[:60], fg="yellow")
+                    click.echo(
+                        f"  {row['source_key']}  {row['column_name'] or '-'}  {value}  {row['reason']}"
+                    )
+                if counts[table] > limit:
+                    click.echo(f"  ... {counts[table] - limit:,} more (quarantine export)")
+        click.echo(f"total: {sum(counts.values()):,} quarantined rows")
+
+
+@quarantine.command("export")
+@click.argument("tables", nargs=-1)
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="The file to write.")
+@click.option(
+    "--format", "fmt", type=click.Choice(["csv", "jsonl"]), default=None, help="Default: from --out."
+)
+def quarantine_export(tables: tuple[str, ...], out: Path, fmt: str | None) -> None:
+    """Write every quarantined row (with its raw values and reason) as CSV or JSON Lines."""
+    from ..prove import quarantined
+
+    fmt = fmt or ("jsonl" if out.suffix in (".jsonl", ".json", ".ndjson") else "csv")
+    with connect(load_settings()) as conn:
+        written = quarantined.export(conn, _tables(tables), out, fmt)
+    click.echo(f"wrote {written:,} quarantined rows to {out} ({fmt})")
+
+
+@click.command()
+def monitor() -> None:
+    """Take one sample of the target's health (connections, transactions, queries) and print it."""
+    import json
+
+    from ..watch import monitor as health
+
+    with connect(load_settings()) as conn:
+        sample = health.take_sample(conn)
+        alerts = health.evaluate(sample, health.Thresholds.from_env())
+    click.echo(json.dumps({k: sample[k] for k in ("connections", "transactions")}, indent=2, default=str))
+    for alert in alerts:
+        click.echo(f"ALERT {alert.incident}: {alert.message}")
+    click.echo(f"{len(alerts)} alert(s)")
+    sys.exit(1 if alerts else 0)
+
+
+@click.command()
+@click.option("--concurrency", default=4, show_default=True)
+@click.option("--seconds", default=10.0, show_default=True)
+@click.option("--seed", default=1, show_default=True)
+def loadgen(concurrency: int, seconds: float, seed: int) -> None:
+    """Play the app's workload against the target (reads and writes in the app's proportions)."""
+    from ..watch import loadgen as workload
+
+    conninfo(load_settings())  # the database exists, or exit 3
+    sys.exit(
+        workload.main(["--concurrency", str(concurrency), "--seconds", str(seconds), "--seed", str(seed)])
+    )
+
+
+COMMANDS = [
+    migrate,
+    verify,
+    sync,
+    cutover,
+    switch,
+    finalize,
+    rollback,
+    report,
+    provenance,
+    quarantine,
+    monitor,
+    loadgen,
+]
