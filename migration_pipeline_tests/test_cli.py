@@ -60,7 +60,8 @@ def _cli(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Complete
 
 
 CHECKS = """query($key: AssetKeyInput!) { assetNodeOrError(assetKey: $key) { ... on AssetNode {
-  assetMaterializations(limit: 1) { runId }
+  assetMaterializations(limit: 1) { runId
+    metadataEntries { label ... on MarkdownMetadataEntry { mdStr } ... on IntMetadataEntry { intValue } } }
   assetChecksOrError { ... on AssetChecks { checks { name
     executionForLatestMaterialization { runId status } } } } } } }"""
 
@@ -81,12 +82,30 @@ def test_a_cli_migration_is_in_the_uis_history(server, settings, catalog, sample
         assert any(line.startswith("checks: ") and "0 failed" in line for line in summary), summary
         assert any(line.startswith("verification report: ") for line in summary), summary
         assert "DEBUG" not in done.stdout  # Dagster's log lines go to the run's log file, not the terminal
+        with connect(settings) as conn:
+            quarantined = dict(
+                conn.execute(
+                    "SELECT table_name, rejected_rows FROM migration_audit.table_loads WHERE run_id = %s",
+                    (run_id,),
+                ).fetchall()
+            )
+        assert quarantined["tweets"] > 20  # the preview shows the first 20
 
         ui_env = {**env, **instance_env(settings, instance_db)}
         with dagster_dev(ui_env, tmp_path / "dagster-dev.log") as (base, _):
             for table in catalog.names:
                 node = graphql(base, CHECKS, {"key": {"path": ["postgres", table]}})["assetNodeOrError"]
-                assert node["assetMaterializations"] == [{"runId": run_id}], table
+                (materialization,) = node["assetMaterializations"]
+                assert materialization["runId"] == run_id, table
+                entries = {e["label"]: e for e in materialization["metadataEntries"]}
+                total = entries["quarantined_rows"]["intValue"]
+                preview = entries["quarantine_preview"]["mdStr"]
+                assert total == quarantined[table], table
+                if total:  # the table's page shows its quarantined rows: key, column, value, reason, raw row
+                    assert f"{total:,} quarantined rows" in preview
+                    assert preview.count("\n| `") == min(total, 20), preview
+                else:
+                    assert preview == "No quarantined rows."
                 checks = node["assetChecksOrError"]["checks"]
                 assert checks, table
                 for check in checks:

@@ -28,11 +28,14 @@ def _tables(names: tuple[str, ...]) -> list[str]:
     return [n for n in catalog.names if n in names] if names else list(catalog.names)
 
 
-def _run(job: str, run_config: dict | None = None, assets: list[AssetKey] | None = None) -> None:
+def _run(
+    job: str, run_config: dict | None = None, assets: list[AssetKey] | None = None, label: str | None = None
+) -> None:
     """Run ``job`` in the shared instance, show its steps as they finish, end with its summary; exit 1
     when the run or a blocking check failed."""
     instance = runs.shared_instance()
-    click.echo(f"{job}: starting (recorded in the Dagster instance; `migration-pipeline ui` shows it)")
+    label = label or job
+    click.echo(f"{label}: starting (recorded in the Dagster instance; `migration-pipeline ui` shows it)")
     sys.stdout.flush()
     # the terminal as it is now: while the run goes, Dagster redirects this process's stdout and stderr
     console = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)
@@ -42,6 +45,7 @@ def _run(job: str, run_config: dict | None = None, assets: list[AssetKey] | None
 
     with console:
         summary = runs.run_job(instance, job, run_config, assets, progress)
+    summary.job = label
     for line in runs.lines(summary):
         click.echo(line)
     if not summary.ok or summary.checks["failed"]:
@@ -54,7 +58,7 @@ def migrate(tables: tuple[str, ...]) -> None:
     """Migrate every table (or only TABLES) with its checks, then the reports: the same run as
     `make run` and the UI's "Materialize all"."""
     if not tables:
-        _run(ALL_ASSETS)
+        _run(ALL_ASSETS, label="migrate")
         return
     selected = [SNAPSHOT_KEY, *(target_key(t) for t in _tables(tables))]
     _run("migrate", assets=selected)

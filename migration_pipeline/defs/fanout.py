@@ -96,7 +96,7 @@ def fanned_asset(spec: TableSpec) -> AssetsDefinition:
                 )  # fmt: skip
             except PhaseError as err:
                 raise Failure(description=str(err)) from err
-        metadata = reported(context, spec, result)
+            metadata = reported(context, spec, result, conn)
         metadata["ranges"] = len(landed)
         context.add_output_metadata(metadata)
 

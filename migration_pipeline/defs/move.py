@@ -129,7 +129,7 @@ def table_asset(spec: TableSpec) -> AssetsDefinition:
                 )
             except PhaseError as err:  # the app writes to PostgreSQL: a load would overwrite its writes
                 raise Failure(description=str(err)) from err
-        return MaterializeResult(metadata=reported(context, spec, result))
+            return MaterializeResult(metadata=reported(context, spec, result, conn))
 
     return _load
 

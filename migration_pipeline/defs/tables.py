@@ -7,6 +7,7 @@ from dagster import AssetExecutionContext, AssetKey, MetadataValue
 from ..catalog import TableSpec
 from ..move.code_version import code_version
 from ..move.finish import LoadResult
+from ..prove import quarantined
 from ..prove.provenance import load_sql, quarantine_sql
 from .lineage import column_lineage, lineage_markdown, table_schema
 
@@ -67,7 +68,7 @@ def _metadata(spec: TableSpec, result: LoadResult) -> dict:
         "snapshot_sha256": result.origin.get("snapshot_sha256"),
         "table_load_sql": MetadataValue.md(f"```sql\n{load_sql(result.run_id, spec.name)}\n```"),
         "quarantine_sql": MetadataValue.md(f"```sql\n{quarantine_sql(result.run_id, spec.name)}\n```"),
-        "provenance": "python -m migration_pipeline.prove.provenance --table " + spec.name,
+        "provenance": "migration-pipeline provenance --table " + spec.name,
     }
 
 
@@ -87,8 +88,9 @@ def description(spec: TableSpec) -> str:
     )
 
 
-def reported(context, spec: TableSpec, result: LoadResult) -> dict:
-    """Log what an operator must know of a finished load; returns its materialization metadata."""
+def reported(context, spec: TableSpec, result: LoadResult, conn) -> dict:
+    """Log what an operator must know of a finished load; returns its materialization metadata (with a
+    preview of the rows the load left quarantined, read through ``conn``)."""
     if not result.source_present:
         context.log.info(f"source has no table {spec.name}: created empty")
     if result.rejected_rows:
@@ -105,4 +107,9 @@ def reported(context, spec: TableSpec, result: LoadResult) -> dict:
             f"{spec.name}: rows gone from the source were still referenced; removed dependants "
             f"{result.cascaded_deletes} (re-materialize those tables)"
         )
-    return _metadata(spec, result)
+    total, preview = quarantined.preview_markdown(conn, spec.name)
+    return {
+        **_metadata(spec, result),
+        "quarantined_rows": total,
+        "quarantine_preview": MetadataValue.md(preview),
+    }

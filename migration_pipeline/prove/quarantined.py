@@ -86,3 +86,38 @@ def export(conn: psycopg.Connection, tables: Sequence[str], out: Path, fmt: str)
 
 def _json(value: object) -> str:
     return "" if value is None else json.dumps(value, ensure_ascii=False)
+
+
+def preview_markdown(conn: psycopg.Connection, table: str, limit: int = 20) -> tuple[int, str]:
+    """(rows ``table``'s latest load left quarantined, a Markdown table of the first ``limit`` of them:
+    source key, column, offending value, reason, raw row) for the table's page in the UI."""
+    total = counts(conn, [table])[table]
+    if not total:
+        return 0, "No quarantined rows."
+    lines = [
+        f"{total:,} quarantined rows" + (f", the first {limit}:" if total > limit else ":"),
+        "",
+        "| source key | column | value | reason | raw row |",
+        "|---|---|---|---|---|",
+    ]
+    for row in rows(conn, [table], limit):
+        cells = (
+            row["source_key"],
+            row["column_name"] or "",
+            _json(row["value"]),
+            row["reason"],
+            _json(row["raw_row"]),
+        )
+        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    if total > limit:
+        lines += [
+            "",
+            f"All of them: `migration-pipeline quarantine export {table} --out {table}-quarantine.csv`",
+        ]
+    return total, "\n".join(lines)
+
+
+def _cell(value: object, width: int = 160) -> str:
+    text = "" if value is None else str(value)
+    text = text if len(text) <= width else text[: width - 1] + "…"
+    return "`" + text.replace("`", "'").replace("|", "\\|").replace("\n", " ") + "`" if text else ""
