@@ -2,6 +2,7 @@
 
 from dagster import Definitions, Field, Permissive, Selector, configured, multi_or_in_process_executor
 
+from .defs.alerts import alert_on_failure
 from .defs.connect import MigrationResource
 from .defs.move import SOURCE_TABLES, migrate_job, source_snapshot, target_assets
 from .defs.phases import (
@@ -60,7 +61,7 @@ defs = Definitions(
         resume_change_log,
         compact_change_log,
     ],
-    sensors=[postgres_monitor],
+    sensors=[postgres_monitor, alert_on_failure],
     schedules=[reverify_schedule(), compaction_schedule()],
     resources={"migration": MigrationResource()},
     executor=executor,

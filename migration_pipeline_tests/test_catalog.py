@@ -100,6 +100,7 @@ def test_applied_schema_matches_files(conn, catalog):
     }
     assert audit == {
         "rejected_rows",
+        "quarantine_seen",
         "table_loads",
         "row_changes",
         "monitor_samples",

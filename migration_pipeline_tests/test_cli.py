@@ -142,6 +142,10 @@ def test_quarantine_list_and_export(server, settings, catalog, sample_db, tmp_pa
         assert json.loads(row["raw_row"]) == line["raw_row"] and row["reason"] == line["reason"]
         assert line["column_name"] is None or line["value"] == line["raw_row"].get(line["column_name"])
 
+    acked = _cli(["quarantine", "ack"], env, tmp_path)
+    assert acked.returncode == 0 and f"acknowledged {sum(quarantined.values()):,} rows" in acked.stdout
+    assert "acknowledged 0 rows" in _cli(["quarantine", "ack"], env, tmp_path).stdout  # once is enough
+
 
 def test_server_status_prints_a_connection_string_that_works(server, settings, tmp_path):
     env = _env(PG_DATABASE=settings.database)

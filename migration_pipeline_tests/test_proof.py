@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+
 import pytest
 
 from migration_pipeline.move import phase
@@ -183,6 +185,44 @@ def test_quarantine_headline_counts_every_row_not_only_the_listed_groups(conn, c
     assert recorded >= 120 and found.metadata["quarantined_rows"] == recorded
     groups = found.metadata["reason_groups"]
     assert groups > 120 and len(found.metadata["by_reason"]) == 50
-    assert found.problems == (
-        f"{recorded} rows quarantined in {groups} reason groups (the largest 50 listed)",
-    )
+    assert found.metadata["new_rows"] == recorded  # a first load: every quarantined row is new
+    assert found.problems[0].startswith(f"{recorded} rows newly quarantined (of {recorded};")
+
+
+def test_quarantine_warns_only_of_what_is_new(conn, catalog, sample_db, tmp_path, monkeypatch):
+    """Green means green: rows the previous load quarantined too, or an operator acknowledged, keep the
+    check quiet; a row quarantined anew makes it warn, naming that row; QUARANTINE_QUIET_SHARE tolerates."""
+    from migration_pipeline.prove import quarantined
+
+    source = editable_copy(sample_db, tmp_path / "app.db")
+    migrate(conn, catalog, source, "run-1", tmp_path)
+    first = outcomes(conn, catalog, "tweets", tmp_path / "run-1.snapshot.db")["quarantine"]
+    assert not first.passed and first.metadata["new_rows"] == first.metadata["quarantined_rows"] > 0
+
+    migrate(conn, catalog, source, "run-2", tmp_path)  # the same rows again: nothing new
+    again = outcomes(conn, catalog, "tweets", tmp_path / "run-2.snapshot.db")["quarantine"]
+    assert again.passed and again.metadata["new_rows"] == 0 and not again.problems
+    assert again.metadata["quarantined_rows"] == first.metadata["quarantined_rows"]
+
+    with sqlite3.connect(source) as db:
+        victim = db.execute(
+            "SELECT id FROM tweets WHERE rowid = (SELECT max(rowid) FROM tweets WHERE created_at LIKE '2%')"
+        ).fetchone()[0]
+        db.execute("UPDATE tweets SET created_at = 'not a date' WHERE id = ?", (victim,))
+    db.close()
+    migrate(conn, catalog, source, "run-3", tmp_path)
+    new = outcomes(conn, catalog, "tweets", tmp_path / "run-3.snapshot.db")["quarantine"]
+    assert not new.passed and new.metadata["new_rows"] == 1
+    assert new.metadata["new_examples"][0]["source_key"] == victim and victim in new.problems[0]
+
+    monkeypatch.setenv("QUARANTINE_QUIET_SHARE", "0.01")  # one row in over a hundred: tolerated
+    assert outcomes(conn, catalog, "tweets", tmp_path / "run-3.snapshot.db")["quarantine"].passed
+    monkeypatch.delenv("QUARANTINE_QUIET_SHARE")
+
+    assert quarantined.acknowledge(conn, ["tweets"], "operator")["tweets"] == new.metadata["quarantined_rows"]
+    seen = outcomes(conn, catalog, "tweets", tmp_path / "run-3.snapshot.db")["quarantine"]
+    assert seen.passed and seen.metadata["new_rows"] == 0
+    assert conn.execute(
+        "SELECT seen_by FROM migration_audit.quarantine_seen WHERE table_name = 'tweets' AND source_key = %s",
+        (victim,),
+    ).fetchone() == ("operator",)

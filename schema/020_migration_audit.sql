@@ -191,3 +191,15 @@ CREATE TABLE IF NOT EXISTS migration_audit.monitor_alerts (
     message TEXT NOT NULL,
     numbers JSONB NOT NULL
 );
+
+-- Quarantined rows an operator has seen (`migration-pipeline quarantine ack`): the quarantine check warns of
+-- rows a load quarantined that neither the table's previous load quarantined nor anyone has seen.
+CREATE TABLE IF NOT EXISTS migration_audit.quarantine_seen (
+    table_name TEXT NOT NULL,
+    source_key TEXT,
+    kind TEXT,
+    run_id TEXT NOT NULL, -- the load whose quarantine was seen
+    seen_at TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    seen_by TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS idx_quarantine_seen_table_key ON migration_audit.quarantine_seen (table_name, source_key);

@@ -83,17 +83,37 @@ def cutover(writes_stopped: bool) -> None:
     _run("cutover", {"ops": {"wait_for_freeze": {"config": {"writes_stopped": writes_stopped}}}})
 
 
+_WHO = [
+    click.option(
+        "--by", "declared_by", default="", help="Who declares it (default: the OS user at this host)."
+    ),
+    click.option("--note", default="", help="Why, for the audit trail (e.g. the change ticket)."),
+]
+
+
+def _who(command):
+    for option in reversed(_WHO):
+        command = option(command)
+    return command
+
+
+def _declared(job: str, op: str, declared_by: str, note: str) -> None:
+    _run(job, {"ops": {op: {"config": {"declared_by": declared_by, "note": note}}}})
+
+
 @click.command()
 @click.argument("action", type=click.Choice(["declare", "withdraw"]))
-def switch(action: str) -> None:
-    """Declare that the app now writes to PostgreSQL, or withdraw that declaration."""
-    _run(f"{action}_switch")
+@_who
+def switch(action: str, declared_by: str, note: str) -> None:
+    """Declare that the app now writes to PostgreSQL, or withdraw that declaration (back on SQLite)."""
+    _declared(f"{action}_switch", f"{action}_switch_op", declared_by, note)
 
 
 @click.command()
-def finalize() -> None:
-    """End the soak period after the switch."""
-    _run("finalize")
+@_who
+def finalize(declared_by: str, note: str) -> None:
+    """End the soak period: record the final proof baseline and remove the change log."""
+    _declared("finalize", "finalize_op", declared_by, note)
 
 
 @click.command()
@@ -129,7 +149,7 @@ def provenance(tables: tuple[str, ...], out: Path | None) -> None:
 
 @click.group()
 def quarantine() -> None:
-    """The rows the latest loads quarantined: list them, export them for the app team."""
+    """The rows the latest loads quarantined: list them, export them for the app team, acknowledge them."""
 
 
 @quarantine.command("list")
@@ -170,6 +190,22 @@ def quarantine_export(tables: tuple[str, ...], out: Path, fmt: str | None) -> No
     with connect(load_settings()) as conn:
         written = quarantined.export(conn, _tables(tables), out, fmt)
     click.echo(f"wrote {written:,} quarantined rows to {out} ({fmt})")
+
+
+@quarantine.command("ack")
+@click.argument("tables", nargs=-1)
+def quarantine_ack(tables: tuple[str, ...]) -> None:
+    """Record the quarantined rows as seen: the quarantine check then warns only of rows quarantined anew."""
+    import getpass
+
+    from ..prove import quarantined
+
+    with connect(load_settings()) as conn:
+        done = quarantined.acknowledge(conn, _tables(tables), getpass.getuser())
+    for table, n in done.items():
+        if n:
+            click.echo(f"{table}: {n:,} quarantined rows acknowledged")
+    click.echo(f"acknowledged {sum(done.values()):,} rows (recorded in migration_audit.quarantine_seen)")
 
 
 @click.command()

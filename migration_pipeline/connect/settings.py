@@ -112,6 +112,19 @@ def fan_out_setting(env: Mapping[str, str] | None = None) -> FanOut:
     return FanOut(tables, int(rows), Path(where) if where else None)
 
 
+def quarantine_quiet_share(env: Mapping[str, str] | None = None) -> float:
+    """QUARANTINE_QUIET_SHARE: the share of a table's source rows that may be quarantined anew without the
+    quarantine check warning (default 0: any new row warns)."""
+    text = (env if env is not None else read_environment()).get("QUARANTINE_QUIET_SHARE") or "0"
+    try:
+        share = float(text)
+    except ValueError:
+        share = -1.0
+    if not 0 <= share <= 1:
+        raise ConfigError(f"QUARANTINE_QUIET_SHARE must be a share between 0 and 1 (0.01 = 1%), got {text!r}")
+    return share
+
+
 def parse_table_list(text: str | None) -> frozenset[str]:
     """``ALLOW_SHRINK``'s value: comma-separated table names, or ``*`` / ``all`` for every table."""
     names = frozenset(n.strip() for n in (text or "").split(",") if n.strip())

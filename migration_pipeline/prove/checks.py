@@ -100,7 +100,9 @@ CHECKS: tuple[Check, ...] = (
     Check(
         "quarantine",
         False,
-        "Warning, not blocking: the rows the last load quarantined, counted by column and reason.",
+        "Warning, not blocking, and only of what is new: rows the last load quarantined that the table's "
+        "previous load did not and nobody acknowledged (quarantine ack), beyond QUARANTINE_QUIET_SHARE of its "
+        "source rows, named; every quarantined row is counted by column and reason in its numbers.",
         verify.quarantine,
     ),
     _app("app_user_lookup", "users", "The app's user lookup by username answers the same on both sides, through the username index.", app_queries.user_lookup),

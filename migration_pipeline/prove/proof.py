@@ -38,8 +38,11 @@ def run(
     table: str,
     snapshot_path: Path | None,
     names: set[str] | None = None,
+    with_app_checks: bool = False,
 ) -> list[Outcome]:
-    """Run the checks (all that apply, or those in ``names``) of ``table``."""
-    applicable = [c for group in groups(catalog, table).values() for c in group]
+    """Run the checks (all that apply, or those in ``names``) of ``table``; ``with_app_checks`` adds the
+    checks that belong to it alone (the app's queries and refusals), as the report lists them."""
+    pool = checks.CHECKS if with_app_checks else CHECKS
+    applicable = [c for c in pool if c.applies_to(catalog.table(table))]
     selected = [(table, c) for c in applicable if names is None or c.name in names]
     return checks.run(conn, catalog, snapshot_path, selected)

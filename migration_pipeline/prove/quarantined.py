@@ -41,6 +41,54 @@ _CURRENT = sql.SQL(
 ).format(LATEST_LOADS)
 
 
+# The rows the table's latest load quarantined that its previous load did not and nobody acknowledged
+# (same source key and kind of problem): what the quarantine check warns of.
+_NEW = sql.SQL(
+    """
+    WITH loads AS (
+        SELECT run_id, row_number() OVER (ORDER BY finished_at DESC) AS n
+        FROM migration_audit.table_loads WHERE table_name = %(table)s
+    )
+    SELECT r.source_key, r.column_name, r.raw_row -> r.column_name, r.kind, r.reason
+    FROM migration_audit.rejected_rows r
+    WHERE r.table_name = %(table)s AND r.run_id = (SELECT run_id FROM loads WHERE n = 1)
+      AND NOT EXISTS (
+        SELECT 1 FROM migration_audit.rejected_rows p
+        WHERE p.table_name = %(table)s AND p.run_id = (SELECT run_id FROM loads WHERE n = 2)
+          AND p.source_key IS NOT DISTINCT FROM r.source_key AND p.kind IS NOT DISTINCT FROM r.kind)
+      AND NOT EXISTS (
+        SELECT 1 FROM migration_audit.quarantine_seen s
+        WHERE s.table_name = %(table)s
+          AND s.source_key IS NOT DISTINCT FROM r.source_key AND s.kind IS NOT DISTINCT FROM r.kind)
+    ORDER BY r.source_rowid NULLS LAST
+    """
+)
+
+
+def new_rows(conn: psycopg.Connection, table: str) -> list[dict]:
+    """The rows ``table``'s latest load quarantined anew: not by its previous load, not acknowledged."""
+    fields = ("source_key", "column_name", "value", "kind", "reason")
+    return [dict(zip(fields, r, strict=True)) for r in conn.execute(_NEW, {"table": table}).fetchall()]
+
+
+def acknowledge(conn: psycopg.Connection, tables: Sequence[str], by: str) -> dict[str, int]:
+    """Record the rows the latest loads of ``tables`` left quarantined as seen by ``by``; returns how many
+    were newly acknowledged per table."""
+    done = {}
+    with conn.transaction():
+        for table in tables:
+            done[table] = conn.execute(
+                sql.SQL(
+                    "INSERT INTO migration_audit.quarantine_seen (table_name, source_key, kind, run_id, seen_by)"
+                    " SELECT r.table_name, r.source_key, r.kind, r.run_id, %s {} AND NOT EXISTS ("
+                    " SELECT 1 FROM migration_audit.quarantine_seen s WHERE s.table_name = r.table_name"
+                    " AND s.source_key IS NOT DISTINCT FROM r.source_key AND s.kind IS NOT DISTINCT FROM r.kind)"
+                ).format(_CURRENT),
+                (by, [table]),
+            ).rowcount
+    return done
+
+
 def counts(conn: psycopg.Connection, tables: Sequence[str]) -> dict[str, int]:
     """{table: rows its latest load left quarantined} for every table in ``tables`` (0 when none)."""
     found = dict(

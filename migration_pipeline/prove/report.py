@@ -37,10 +37,18 @@ class TableReport:
     def blocking_failures(self) -> list[str]:
         return [o.name for o in self.outcomes if checks.BY_NAME[o.name].blocking and not o.passed]
 
+    @property
+    def warnings(self) -> list[str]:
+        return [o.name for o in self.outcomes if not checks.BY_NAME[o.name].blocking and not o.passed]
+
 
 def build(conn: psycopg.Connection, catalog: Catalog, snapshot_path: Path | None) -> list[TableReport]:
     return [
-        TableReport(name, audit.latest_load(conn, name), tuple(proof.run(conn, catalog, name, snapshot_path)))
+        TableReport(
+            name,
+            audit.latest_load(conn, name),
+            tuple(proof.run(conn, catalog, name, snapshot_path, with_app_checks=True)),
+        )
         for name in catalog.names
     ]
 
@@ -52,6 +60,8 @@ def _numbers(metadata: dict) -> str:
 
 def render(reports: list[TableReport], *, target: str, snapshot: str | None, phase: str | None = None) -> str:
     failed = [r.table for r in reports if r.blocking_failures]
+    warned = sum(len(r.warnings) for r in reports)
+    verdict = "FAILED: " + ", ".join(failed) if failed else "all blocking checks passed"
     lines = [
         "# Migration verification report",
         "",
@@ -59,18 +69,19 @@ def render(reports: list[TableReport], *, target: str, snapshot: str | None, pha
         f"- target: {target}",
         f"- source snapshot: {snapshot or 'none'}",
         f"- phase: {phase or 'unknown'}",
-        f"- verdict: **{'FAILED: ' + ', '.join(failed) if failed else 'all blocking checks passed'}**",
+        f"- verdict: **{verdict}**"
+        + (f" ({warned} warning{'s' * (warned != 1)}, see below)" if warned else ""),
         "",
-        "| table | run | source rows | loaded | quarantined | checks passed | failed |",
-        "|---|---|---|---|---|---|---|",
+        "| table | run | source rows | loaded | quarantined | passed | warnings | blocking failures |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in reports:
         load = r.load or {}
         passed = sum(o.passed for o in r.outcomes)
-        failing = ", ".join(o.name for o in r.outcomes if not o.passed) or "-"
         lines.append(
             f"| {r.table} | {load.get('run_id', '-')} | {load.get('source_rows', '-')} | {load.get('loaded_rows', '-')}"
-            f" | {load.get('rejected_rows', '-')} | {passed}/{len(r.outcomes)} | {failing} |"
+            f" | {load.get('rejected_rows', '-')} | {passed}/{len(r.outcomes)} | {', '.join(r.warnings) or '-'}"
+            f" | {', '.join(r.blocking_failures) or '-'} |"
         )
     for r in reports:
         lines += ["", f"## {r.table}", ""]

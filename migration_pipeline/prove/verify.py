@@ -17,7 +17,9 @@ import psycopg
 from psycopg import sql
 
 from ..catalog import Catalog
+from ..connect.settings import quarantine_quiet_share
 from ..move import audit, changes, keys, phase
+from . import quarantined
 from .outcome import Outcome, Subject
 
 
@@ -162,17 +164,33 @@ def referential_integrity(s: Subject) -> Outcome:
 
 
 def quarantine(s: Subject) -> Outcome:
+    """Quiet when nothing was quarantined anew (quarantined.new_rows: not by the previous load, not
+    acknowledged), or when the new rows are at most QUARANTINE_QUIET_SHARE of the source; else a warning
+    naming the new rows. The totals by reason are always in its numbers."""
     found = quarantined_by_reason(s.conn, s.table)
-    total, groups, listed = found["total"], found["groups"], len(found["by_reason"])
+    total, groups = found["total"], found["groups"]
+    new = quarantined.new_rows(s.conn, s.table)
+    source_rows = int((audit.latest_load(s.conn, s.table) or {}).get("source_rows") or 0)
+    quiet_share = quarantine_quiet_share()
+    quiet = not new or len(new) <= quiet_share * source_rows
+    problems = ()
+    if not quiet:
+        shown = "; ".join(f"{r['source_key']} {r['column_name'] or '-'}: {r['reason']}" for r in new[:5])
+        problems = (
+            f"{len(new)} rows newly quarantined (of {total}; `migration-pipeline quarantine list {s.table}`, "
+            f"then `quarantine ack {s.table}` once seen): {shown}" + (" ..." if len(new) > 5 else ""),
+        )
     return Outcome(
         "quarantine",
-        total == 0,
+        quiet,
         {
             "quarantined_rows": total,
+            "new_rows": len(new),
+            "new_examples": [{k: r[k] for k in ("source_key", "column_name", "reason")} for r in new[:20]],
+            "quiet_share": quiet_share,
             "quarantined_rows_listed": sum(found["by_reason"].values()),
             "reason_groups": groups,
             "by_reason": found["by_reason"],
         },
-        (f"{total} rows quarantined in {groups} reason groups"
-         + (f" (the largest {listed} listed)" if listed < groups else ""),) if total else (),
-    )  # fmt: skip
+        problems,
+    )
