@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import uuid
@@ -22,7 +23,7 @@ from migration_pipeline.cli import app
 from migration_pipeline.connect.instance import instance_env
 from migration_pipeline.connect.target import connect
 
-from .helpers import migrate
+from .helpers import editable_copy, migrate
 from .test_browser import dagster_dev, graphql
 
 CLI = Path(sys.executable).with_name("migration-pipeline")
@@ -68,7 +69,8 @@ CHECKS = """query($key: AssetKeyInput!) { assetNodeOrError(assetKey: $key) { ...
 
 def test_a_cli_migration_is_in_the_uis_history(server, settings, catalog, sample_db, tmp_path):
     instance_db = f"test_cli_{uuid.uuid4().hex[:8]}"
-    env = _env(SQLITE_PATH=str(sample_db), PG_DATABASE=settings.database, DAGSTER_PG_DB=instance_db)
+    source = editable_copy(sample_db, tmp_path / "app.db")
+    env = _env(SQLITE_PATH=str(source), PG_DATABASE=settings.database, DAGSTER_PG_DB=instance_db)
     try:
         done = _cli(["migrate"], env, tmp_path)
         out = done.stdout + done.stderr
@@ -91,16 +93,37 @@ def test_a_cli_migration_is_in_the_uis_history(server, settings, catalog, sample
             )
         assert quarantined["tweets"] > 20  # the preview shows the first 20
 
+        # a sync says per table what it did, warns of a newly quarantined row, runs the changed tables' checks
+        with connect(settings) as conn:  # a user that loaded
+            (user,) = conn.execute("SELECT id FROM users ORDER BY id LIMIT 1").fetchone()
+        with sqlite3.connect(source) as db:
+            for key, created in (("new-1", "2024-01-01 10:00:00"), ("bad-1", "someday")):
+                db.execute(
+                    "INSERT INTO tweets (id, user_id, text, created_at) VALUES (?, ?, 'x', ?)",
+                    (key, user, created),
+                )
+        db.close()
+        synced = _cli(["sync"], env, tmp_path)
+        assert synced.returncode == 0, (synced.stdout + synced.stderr)[-3000:]
+        lines = synced.stdout.splitlines()
+        assert "sync: 1 table(s) changed" in lines, lines
+        sync_run = next(line for line in lines if "succeeded (run" in line).split("(run ")[1].rstrip(")")
+        assert "  tweets: 1 inserted, 0 updated, 0 deleted, WARNING 1 newly quarantined" in lines, lines
+        assert "  warned: postgres/tweets:quarantine" in lines and any(
+            line.startswith("verification report: ") for line in lines
+        ), lines
+
         ui_env = {**env, **instance_env(settings, instance_db)}
         with dagster_dev(ui_env, tmp_path / "dagster-dev.log") as (base, _):
             for table in catalog.names:
                 node = graphql(base, CHECKS, {"key": {"path": ["postgres", table]}})["assetNodeOrError"]
                 (materialization,) = node["assetMaterializations"]
-                assert materialization["runId"] == run_id, table
+                latest = sync_run if table == "tweets" else run_id  # the sync changed tweets only
+                assert materialization["runId"] == latest, table
                 entries = {e["label"]: e for e in materialization["metadataEntries"]}
                 total = entries["quarantined_rows"]["intValue"]
                 preview = entries["quarantine_preview"]["mdStr"]
-                assert total == quarantined[table], table
+                assert total == quarantined[table] + (table == "tweets"), table  # + bad-1
                 if total:  # the table's page shows its quarantined rows: key, column, value, reason, raw row
                     assert f"{total:,} quarantined rows" in preview
                     assert preview.count("\n| `") == min(total, 20), preview
@@ -110,7 +133,7 @@ def test_a_cli_migration_is_in_the_uis_history(server, settings, catalog, sample
                 assert checks, table
                 for check in checks:
                     execution = check["executionForLatestMaterialization"]
-                    assert execution["runId"] == run_id, (table, check)
+                    assert execution["runId"] == latest, (table, check)
                     assert execution["status"] in ("SUCCEEDED", "FAILED"), (table, check)
     finally:
         with psycopg.connect(**server, autocommit=True) as admin:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import sqlite3
+
 from dagster import DagsterInstance, DefaultScheduleStatus, build_schedule_context
 
 from migration_pipeline import definitions
 from migration_pipeline.defs.connect import MigrationResource
 from migration_pipeline.defs.prove import reverify_schedule
+from migration_pipeline.prove import checks
 
 
 def _defs(database, source):
@@ -137,6 +140,12 @@ def test_sync_cutover_and_rollback_jobs(database, sample_db, catalog, tmp_path):
     instance = DagsterInstance.ephemeral()
     assert defs.resolve_job_def("migrate").execute_in_process(instance=instance).success
     write(source, changes=200)
+    with sqlite3.connect(source) as db:  # and one new tweet the value rules refuse
+        user = db.execute("SELECT id FROM users WHERE username IS NOT NULL LIMIT 1").fetchone()[0]
+        db.execute(
+            "INSERT INTO tweets (id, user_id, text, created_at) VALUES ('bad-1', ?, 'x', 'someday')", (user,)
+        )
+    db.close()
 
     synced = defs.resolve_job_def("sync").execute_in_process(instance=instance)
     assert synced.success
@@ -144,6 +153,18 @@ def test_sync_cutover_and_rollback_jobs(database, sample_db, catalog, tmp_path):
               if m.materialization.asset_key.path == ["postgres", "tweets"]]  # fmt: skip
     assert tweets and tweets[0].metadata["mode"].value == "delta"
     assert tweets[0].metadata["source_rows_added"].value > 0
+    newly = tweets[0].metadata["newly_quarantined"].value  # bad-1, and what the app writer's changes broke
+    assert newly >= 1
+    # the sync evaluates every check of the tables it changed, and refreshes both reports
+    evaluated = {(e.asset_key.path[-1], e.check_name): e for e in synced.get_asset_check_evaluations()}
+    tweet_checks = {c.name for c in checks.CHECKS if c.applies_to(catalog.table("tweets"))}
+    assert {name for table, name in evaluated if table == "tweets"} == tweet_checks
+    assert all(e.passed for (t, n), e in evaluated.items() if n != "quarantine")
+    quarantine = evaluated[("tweets", "quarantine")]
+    assert not quarantine.passed and quarantine.metadata["new_rows"].value == newly
+    assert "bad-1" in {r["source_key"] for r in quarantine.metadata["new_examples"].value}
+    reports = {m.materialization.asset_key.path[-1] for m in synced.get_asset_materialization_events()}
+    assert {"verification_report", "provenance"} <= reports
 
     write(source, changes=50, seed=8)
     config = {"ops": {"catch_up": {"config": {"small_rows": 0, "max_rounds": 2}},

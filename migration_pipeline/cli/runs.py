@@ -167,7 +167,16 @@ def lines(summary: RunSummary) -> list[str]:
         k.removeprefix("postgres/"): m for k, m in summary.materialized.items() if k.startswith("postgres/")
     }
     out = [f"{summary.job}: {'succeeded' if summary.ok else 'FAILED'} (run {summary.run_id})"]
-    if tables:
+    synced = {t: m for t, m in tables.items() if m.get("mode") == "delta"}
+    if summary.job == "sync" or synced:
+        out.append(f"sync: {len(synced)} table(s) changed")
+        for table, m in synced.items():
+            fresh = int(m.get("newly_quarantined") or 0)
+            out.append(
+                f"  {table}: {m['rows_inserted']:,} inserted, {m['rows_updated']:,} updated, "
+                f"{m['rows_deleted']:,} deleted" + (f", WARNING {fresh:,} newly quarantined" if fresh else "")
+            )
+    elif tables:
         loaded = sum(int(m.get("loaded_rows") or 0) for m in tables.values())
         quarantined = {t: int(m.get("rejected_rows") or 0) for t, m in tables.items()}
         out.append(

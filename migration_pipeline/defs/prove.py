@@ -7,6 +7,7 @@ Both are read like the other settings (environment, then .env.migration)."""
 from collections.abc import Mapping
 
 from dagster import (
+    AssetCheckEvaluation,
     AssetCheckExecutionContext,
     AssetCheckResult,
     AssetChecksDefinition,
@@ -21,7 +22,7 @@ from dagster import (
 
 from ..catalog import load_catalog
 from ..connect.settings import REVERIFY_CRON
-from ..prove import checks
+from ..prove import checks, proof
 from ..prove.outcome import Outcome
 from .connect import MigrationResource, setting_schedule
 from .move import target_key
@@ -35,6 +36,28 @@ def _metadata(outcome: Outcome) -> dict:
         flat[key] = value if isinstance(value, int | float | str | bool) else MetadataValue.json(value)
     flat["problems"] = MetadataValue.json(list(outcome.problems))
     return flat
+
+
+def evaluations(conn, table: str, snapshot_path) -> list[AssetCheckEvaluation]:
+    """Every check of ``table`` (the app's too) as evaluations of its asset checks, for a job that is not
+    an asset job (a sync, a cutover) to record: the checks' pages then show them."""
+    key, outcomes = (
+        target_key(table),
+        proof.run(conn, load_catalog(), table, snapshot_path, with_app_checks=True),
+    )
+    return [
+        AssetCheckEvaluation(
+            asset_key=key,
+            check_name=outcome.name,
+            passed=outcome.passed,
+            severity=AssetCheckSeverity.ERROR
+            if checks.BY_NAME[outcome.name].blocking
+            else AssetCheckSeverity.WARN,
+            metadata=_metadata(outcome),
+            description=outcome.description,
+        )
+        for outcome in outcomes
+    ]
 
 
 def step_checks(table: str, step: str, selected: tuple[checks.Check, ...]) -> AssetChecksDefinition:

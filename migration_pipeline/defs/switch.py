@@ -5,6 +5,7 @@ materialization (mode delta) so their history in the UI shows every change of th
 from pathlib import Path
 
 from dagster import (
+    AssetCheckSeverity,
     AssetMaterialization,
     Config,
     Failure,
@@ -17,14 +18,25 @@ from dagster import (
 )
 
 from ..catalog import load_catalog
+from ..prove import quarantined
 from ..switch import cutover, delta, rollback
 from .connect import MigrationResource
 from .move import target_key
+from .prove import evaluations
+from .report import refresh_reports
 
 
-def _record(context: OpExecutionContext, result: delta.SyncResult) -> None:
+def _record(context: OpExecutionContext, result: delta.SyncResult, conn) -> dict[str, int]:
+    """A delta materialization and a log line per changed table: rows inserted, updated, deleted, newly
+    quarantined (a warning); tables the sync left alone keep their materialization and its checks.
+    Returns the changed tables with their newly quarantined rows."""
+    changed = {}
     for name, table in result.tables.items():
-        load = table.result
+        load, fresh = table.result, quarantined.new_rows(conn, name)
+        if not (table.added or table.removed or fresh):
+            continue
+        changed[name] = len(fresh)
+        total, preview = quarantined.preview_markdown(conn, name)
         context.log_event(
             AssetMaterialization(
                 asset_key=target_key(name),
@@ -43,14 +55,41 @@ def _record(context: OpExecutionContext, result: delta.SyncResult) -> None:
                     "rows_updated": table.updated,
                     "rows_deleted": table.deleted,
                     "rows_converted_again": table.restaged,
+                    "newly_quarantined": len(fresh),
+                    "quarantined_rows": total,
+                    "quarantine_preview": MetadataValue.md(preview),
                     "change_set_sha256": result.identity,
                 },
             )
         )
+        line = f"{name}: {table.inserted:,} inserted, {table.updated:,} updated, {table.deleted:,} deleted"
+        if fresh:
+            shown = "; ".join(
+                f"{r['source_key']} {r['column_name'] or '-'}: {r['reason']}" for r in fresh[:5]
+            )
+            context.log.warning(f"{line}, {len(fresh):,} NEWLY QUARANTINED: {shown}")
+        else:
+            context.log.info(line)
     context.log.info(
-        f"sync {result.run_id}: {result.changed_rows:,} changed source rows; diff {result.diff_seconds:.2f} s, "
-        f"apply {result.apply_seconds:.2f} s, baseline {result.baseline_seconds:.2f} s"
+        f"sync {result.run_id}: {len(changed)} of {len(result.tables)} tables changed; diff "
+        f"{result.diff_seconds:.2f} s, apply {result.apply_seconds:.2f} s, baseline {result.baseline_seconds:.2f} s"
     )
+    return changed
+
+
+def _verify(context: OpExecutionContext, migration: MigrationResource, tables) -> None:
+    """Evaluate every check of ``tables`` (recorded on their assets' checks) and refresh both reports;
+    fail the step when a blocking check fails (the data stays as synced: the checks say what is wrong)."""
+    failed = []
+    with migration.connection() as conn:
+        for table in tables:
+            for evaluation in evaluations(conn, table, migration.snapshot_path):
+                context.log_event(evaluation)
+                if not evaluation.passed and evaluation.severity == AssetCheckSeverity.ERROR:
+                    failed.append(f"{table}.{evaluation.check_name}")
+    refresh_reports(context, migration)
+    if failed:
+        raise Failure(description=f"blocking checks failed after the sync: {', '.join(failed)}")
 
 
 def _sync(context: OpExecutionContext, migration: MigrationResource, run_id: str) -> delta.SyncResult:
@@ -61,7 +100,8 @@ def _sync(context: OpExecutionContext, migration: MigrationResource, run_id: str
             )
         except delta.DeltaError as err:
             raise Failure(description=f"{err} (nothing was changed)") from err
-    _record(context, result)
+        changed = _record(context, result, conn)
+    _verify(context, migration, changed)
     return result
 
 
@@ -126,7 +166,7 @@ def final_sync(context: OpExecutionContext, migration: MigrationResource, frozen
             )  # fmt: skip
         except (cutover.CutoverError, delta.DeltaError) as err:
             raise Failure(description=str(err)) from err
-    _record(context, result)
+        _record(context, result, conn)
     context.log.info(f"write freeze: {freeze:.2f} s; the app may switch to PostgreSQL now")
     return freeze
 
@@ -141,6 +181,7 @@ def verify_cutover(context: OpExecutionContext, migration: MigrationResource, fr
         except cutover.CutoverError as err:
             raise Failure(description=str(err), metadata={"freeze_seconds": freeze_seconds}) from err
     context.log.info(f"cutover {context.run_id} verified; write freeze was {freeze_seconds:.2f} s")
+    _verify(context, migration, load_catalog().names)  # on every table's checks page, and the reports
 
 
 @job(
