@@ -15,7 +15,7 @@ import click
 
 from ..connect.settings import ConfigError, redact
 from ..connect.target import TargetError
-from . import commands, server
+from . import commands, quarantine, server
 
 
 class _Group(click.Group):
@@ -44,6 +44,7 @@ def app() -> None:
 
 for command in commands.COMMANDS:
     app.add_command(command)
+app.add_command(quarantine.quarantine)
 app.add_command(server.server)
 app.add_command(server.ui)
 app.add_command(server.env)

@@ -1,6 +1,5 @@
 """The commands that run the code location's jobs (as Dagster runs in the shared instance) or read the
-target: migrate, verify, sync, cutover, switch, finalize, rollback, report, provenance, quarantine,
-monitor, loadgen."""
+target: migrate, verify, sync, cutover, switch, finalize, rollback, report, provenance, monitor, loadgen."""
 
 from __future__ import annotations
 
@@ -10,6 +9,8 @@ from pathlib import Path
 
 import click
 from dagster import AssetKey
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from ..catalog import load_catalog
 from ..connect.settings import load_settings
@@ -20,7 +21,8 @@ from . import runs
 ALL_ASSETS = "__ASSET_JOB"  # every asset with its checks: what `dagster asset materialize --select '*'` runs
 
 
-def _tables(names: tuple[str, ...]) -> list[str]:
+def table_names(names: tuple[str, ...]) -> list[str]:
+    """The catalog's tables among ``names`` in load order (all of them for none); a usage error for others."""
     catalog = load_catalog()
     unknown = [n for n in names if n not in catalog.names]
     if unknown:
@@ -38,13 +40,28 @@ def _run(
     click.echo(f"{label}: starting (recorded in the Dagster instance; `migration-pipeline ui` shows it)")
     sys.stdout.flush()
     # the terminal as it is now: while the run goes, Dagster redirects this process's stdout and stderr
-    console = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)
+    with os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1) as console:
+        if console.isatty():  # a spinner with the steps done and the time; each step's line above it
+            terminal = Console(file=console)
+            columns = (
+                SpinnerColumn(),
+                TextColumn("{task.description}"),
+                TextColumn("{task.completed} steps"),
+            )
+            with Progress(*columns, TimeElapsedColumn(), console=terminal) as bar:
+                task = bar.add_task(label, total=None)
 
-    def progress(step: str, status: str) -> None:
-        console.write(f"  {status:>6}  {step}\n")
+                def progress(step: str, status: str) -> None:
+                    bar.console.print(f"  {'[green]done' if status == 'done' else '[red]FAILED'}[/]  {step}")
+                    bar.update(task, advance=1, description=f"{label}: {step}")
 
-    with console:
-        summary = runs.run_job(instance, job, run_config, assets, progress)
+                summary = runs.run_job(instance, job, run_config, assets, progress)
+        else:
+
+            def progress(step: str, status: str) -> None:
+                console.write(f"  {status:>6}  {step}\n")
+
+            summary = runs.run_job(instance, job, run_config, assets, progress)
     summary.job = label
     for line in runs.lines(summary):
         click.echo(line)
@@ -60,7 +77,7 @@ def migrate(tables: tuple[str, ...]) -> None:
     if not tables:
         _run(ALL_ASSETS, label="migrate")
         return
-    selected = [SNAPSHOT_KEY, *(target_key(t) for t in _tables(tables))]
+    selected = [SNAPSHOT_KEY, *(target_key(t) for t in table_names(tables))]
     _run("migrate", assets=selected)
 
 
@@ -143,69 +160,8 @@ def provenance(tables: tuple[str, ...], out: Path | None) -> None:
     """Where every table's rows came from: source file, snapshot, code version, runs."""
     from ..prove import provenance as origin
 
-    args = [a for t in _tables(tables) for a in ("--table", t)] if tables else []
+    args = [a for t in table_names(tables) for a in ("--table", t)] if tables else []
     sys.exit(origin.main(args + (["--out", str(out)] if out else [])))
-
-
-@click.group()
-def quarantine() -> None:
-    """The rows the latest loads quarantined: list them, export them for the app team, acknowledge them."""
-
-
-@quarantine.command("list")
-@click.argument("tables", nargs=-1)
-@click.option("--limit", default=20, show_default=True, help="Rows shown per table.")
-def quarantine_list(tables: tuple[str, ...], limit: int) -> None:
-    """Counts per table, and the first rows: source key, column, reason, offending value."""
-    from ..prove import quarantined
-
-    names = _tables(tables)
-    with connect(load_settings()) as conn:
-        counts = quarantined.counts(conn, names)
-        for table in names:
-            if counts[table] or tables:
-                click.echo(f"{table}: {counts[table]:,} quarantined")
-            if counts[table]:
-                for row in quarantined.rows(conn, [table], limit):
-                    value = click.style(repr(row["value"])[:60], fg="yellow")
-                    click.echo(
-                        f"  {row['source_key']}  {row['column_name'] or '-'}  {value}  {row['reason']}"
-                    )
-                if counts[table] > limit:
-                    click.echo(f"  ... {counts[table] - limit:,} more (quarantine export)")
-        click.echo(f"total: {sum(counts.values()):,} quarantined rows")
-
-
-@quarantine.command("export")
-@click.argument("tables", nargs=-1)
-@click.option("--out", required=True, type=click.Path(path_type=Path), help="The file to write.")
-@click.option(
-    "--format", "fmt", type=click.Choice(["csv", "jsonl"]), default=None, help="Default: from --out."
-)
-def quarantine_export(tables: tuple[str, ...], out: Path, fmt: str | None) -> None:
-    """Write every quarantined row (with its raw values and reason) as CSV or JSON Lines."""
-    from ..prove import quarantined
-
-    fmt = fmt or ("jsonl" if out.suffix in (".jsonl", ".json", ".ndjson") else "csv")
-    with connect(load_settings()) as conn:
-        written = quarantined.export(conn, _tables(tables), out, fmt)
-    click.echo(f"wrote {written:,} quarantined rows to {out} ({fmt})")
-
-
-@quarantine.command("ack")
-@click.argument("tables", nargs=-1)
-def quarantine_ack(tables: tuple[str, ...]) -> None:
-    """Record the quarantined rows as seen: the quarantine check then warns only of rows quarantined anew."""
-    import getpass
-
-    from ..prove import quarantined
-
-    with connect(load_settings()) as conn:
-        done = quarantined.acknowledge(conn, _tables(tables), getpass.getuser())
-    for table, n in done.items():
-        if n:
-            click.echo(f"{table}: {n:,} quarantined rows acknowledged")
-    click.echo(f"acknowledged {sum(done.values()):,} rows (recorded in migration_audit.quarantine_seen)")
 
 
 @click.command()
@@ -249,7 +205,6 @@ COMMANDS = [
     rollback,
     report,
     provenance,
-    quarantine,
     monitor,
     loadgen,
 ]
