@@ -9,7 +9,9 @@ here the way ``make ui`` starts it (instance in PostgreSQL, a fresh instance dat
 * every table's page shows its schema (columns and types), row count, metadata, upstream assets,
   code version and its column lineage as the ``column_lineage`` table (source column and conversion per
   column); the run's log holds the structured ``dagster/column_lineage`` too, which Dagster OSS 1.13
-  does not draw on the asset page (column lineage views are a Dagster+ feature).
+  does not draw on the asset page (column lineage views are a Dagster+ feature);
+* a run started from the command line (``migration-pipeline migrate tweets``) shows in the same UI, and
+  the tweet it quarantined is previewed on the tweets page (key, column, value, reason, raw row).
 
 The source is a small app-shaped SQLite database with only valid rows: the generated sample always
 carries deliberately broken rows, so its ``quarantine`` check warns by design and nothing would be green.
@@ -522,6 +524,41 @@ def assert_upstream_lineage(page, base: str, e: Expected, shot: Path) -> None:
 
 
 @pytest.mark.timeout(600)
+def assert_cli_run_and_quarantine_preview(page, base: str, env: dict[str, str], source: Path, shot: Path):
+    """A run started from the command line shows in the UI (same instance), and a tweet the value rules
+    refuse is previewed on the tweets page: its key, column, value and reason."""
+    with sqlite3.connect(source) as db:
+        user = db.execute("SELECT id FROM users ORDER BY rowid LIMIT 1").fetchone()[0]
+        db.execute(
+            "INSERT INTO tweets (id, user_id, text, created_at) VALUES ('bad-ui-1', ?, 'x', 'someday')",
+            (user,),
+        )
+    db.close()
+    cli = Path(sys.executable).with_name("migration-pipeline")
+    done = subprocess.run(
+        [str(cli), "migrate", "tweets"], env=env, cwd=CHECKOUT, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    run_id = next(line for line in done.stdout.splitlines() if "succeeded (run" in line).split("(run ")[1][
+        :-1
+    ]
+    page.goto(f"{base}/runs/{run_id}")
+    expect(page.get_by_text("Success").first).to_be_visible()
+    shoot(page, shot.with_name(shot.stem + "-cli-run.png"))
+    page.goto(f"{base}/assets/postgres/tweets")
+    preview = page.get_by_role("row").filter(
+        has=page.get_by_role("cell", name="quarantine_preview", exact=True)
+    )
+    button = preview.first.get_by_text("[Show Markdown]")
+    if button.count():
+        button.click()
+    scope = page.get_by_role("dialog") if button.count() else preview.first
+    expect(scope).to_contain_text("1 quarantined rows")
+    expect(scope).to_contain_text("bad-ui-1")
+    expect(scope).to_contain_text("someday")
+    shoot(page, shot)
+
+
 def test_operator_migrates_and_inspects_the_proof_in_the_ui(server, database, settings, catalog):
     require(CHROMIUM.exists(), f"{CHROMIUM} is missing: apt-get install chromium (.ci/run installs it)")
     require(sync_playwright is not None, "playwright is not installed: pip install -e '.[dev]'")
@@ -589,6 +626,9 @@ def test_operator_migrates_and_inspects_the_proof_in_the_ui(server, database, se
                     )
                 tweets = next(e for e in expected if e.table == "tweets")
                 assert_upstream_lineage(page, base, tweets, artifacts / "tweets-4-lineage.png")
+                assert_cli_run_and_quarantine_preview(
+                    page, base, env, source, artifacts / "tweets-5-quarantine-preview.png"
+                )
             except BaseException:
                 with suppress(Exception):
                     shoot(page, artifacts / "failure.png")
