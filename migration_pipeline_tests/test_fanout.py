@@ -144,7 +144,7 @@ def _kill_range(settings, index: int, stop: threading.Event) -> None:
         while not stop.is_set():
             killed = watcher.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s"
-                " AND wait_event_type = 'Lock'",
+                " AND wait_event_type = 'Lock' AND datname = current_database()",  # never another test's
                 (f"migrate tweets {index}",),
             ).fetchall()
             if killed:
