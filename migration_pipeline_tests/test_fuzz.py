@@ -138,7 +138,10 @@ def rows_for(spec):
 
 
 def write_source(path: Path, catalog, ddl: str, rows: dict[str, list[tuple]]) -> None:
-    db = sqlite3.connect(path)
+    # autocommit: a row SQLite refuses with SQLITE_FULL (an AUTOINCREMENT table whose rowid is at its
+    # maximum) rolls back the whole transaction it is in, which would take the good rows with it
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA synchronous = OFF")
     if ddl == "app":
         db.executescript(SQLITE_APP_DDL + SQLITE_QUEUE_DDL)
     else:  # no declared types (no affinity: every value kept as bound) and no constraints
