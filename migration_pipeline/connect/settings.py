@@ -115,13 +115,18 @@ def fan_out_setting(env: Mapping[str, str] | None = None) -> FanOut:
 def quarantine_quiet_share(env: Mapping[str, str] | None = None) -> float:
     """QUARANTINE_QUIET_SHARE: the share of a table's source rows that may be quarantined anew without the
     quarantine check warning (default 0: any new row warns)."""
-    text = (env if env is not None else read_environment()).get("QUARANTINE_QUIET_SHARE") or "0"
+    return _share(env if env is not None else read_environment(), "QUARANTINE_QUIET_SHARE", 0.0, "0.01 = 1%")
+
+
+def _share(env: Mapping[str, str], name: str, default: float, example: str) -> float:
+    """The variable ``name`` as a share between 0 and 1 (``default`` when unset); ConfigError otherwise."""
+    text = env.get(name) or str(default)
     try:
         share = float(text)
     except ValueError:
         share = -1.0
-    if not 0 <= share <= 1:
-        raise ConfigError(f"QUARANTINE_QUIET_SHARE must be a share between 0 and 1 (0.01 = 1%), got {text!r}")
+    if not 0.0 <= share <= 1.0:
+        raise ConfigError(f"{name} must be a share between 0 and 1 ({example}), got {text!r}")
     return share
 
 
@@ -132,13 +137,7 @@ def parse_table_list(text: str | None) -> frozenset[str]:
 
 
 def _shrink(env: Mapping[str, str]) -> dict:
-    share = env.get("MAX_SHRINK_SHARE") or str(DEFAULT_MAX_SHRINK_SHARE)
-    try:
-        max_share = float(share)
-    except ValueError:
-        max_share = -1.0
-    if not 0.0 <= max_share <= 1.0:
-        raise ConfigError(f"MAX_SHRINK_SHARE must be a share between 0 and 1 (0.5 = half), got {share!r}")
+    max_share = _share(env, "MAX_SHRINK_SHARE", DEFAULT_MAX_SHRINK_SHARE, "0.5 = half")
     return {"max_shrink_share": max_share, "allow_shrink": parse_table_list(env.get("ALLOW_SHRINK"))}
 
 
