@@ -203,3 +203,47 @@ CREATE TABLE IF NOT EXISTS migration_audit.quarantine_seen (
     seen_by TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS idx_quarantine_seen_table_key ON migration_audit.quarantine_seen (table_name, source_key);
+
+-- Corrections of quarantined rows (`migration-pipeline quarantine retry`, migration_pipeline/move/corrections.py):
+-- the operator's corrected version of a row the source holds, keyed by its rowid. A snapshot (and a delta
+-- sync's view of the source) holds the corrected row instead wherever the source still holds exactly
+-- original_row, so a correction lasts until the app itself changes the row; the table's next load admits
+-- the row through the same value rules and constraint checks, or quarantines it with its new reason.
+-- original_row and corrected_row are raw_row JSON text (bytes as base64), compared as text.
+CREATE TABLE IF NOT EXISTS migration_audit.quarantine_corrections (
+    id BIGSERIAL PRIMARY KEY,
+    table_name TEXT NOT NULL,
+    source_key TEXT,
+    source_rowid BIGINT NOT NULL,
+    original_row TEXT NOT NULL,
+    corrected_row TEXT NOT NULL,
+    correction_from TEXT NOT NULL, -- the file of corrected rows (with its sha256), or the corrected SQLite file
+    corrected_by TEXT NOT NULL,
+    corrected_at TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT clock_timestamp(),
+    -- pending until its table was loaded again; then admitted, or quarantined (outcome: the new reason);
+    -- failed when that load failed (the correction is then not applied)
+    state TEXT NOT NULL DEFAULT 'pending'
+        CHECK (state IN ('pending', 'admitted', 'quarantined', 'failed')),
+    run_id TEXT, -- the load that settled it
+    outcome TEXT
+);
+CREATE INDEX IF NOT EXISTS idx_quarantine_corrections_table_rowid
+    ON migration_audit.quarantine_corrections (table_name, source_rowid);
+
+-- The app's workload on SQLite and on the migrated PostgreSQL, side by side (job app_performance,
+-- migration_pipeline/watch/app_performance.py): one row per run, backend, operation and concurrency.
+CREATE TABLE IF NOT EXISTS migration_audit.app_performance (
+    run_id TEXT NOT NULL,
+    backend TEXT NOT NULL CHECK (backend IN ('sqlite', 'postgresql')),
+    operation TEXT NOT NULL,
+    concurrency INTEGER NOT NULL,
+    ops BIGINT NOT NULL, -- operations that succeeded in the measured time
+    errors BIGINT NOT NULL, -- operations that failed (e.g. SQLite's "database is locked")
+    p50_ms DOUBLE PRECISION,
+    p95_ms DOUBLE PRECISION,
+    p99_ms DOUBLE PRECISION,
+    measured_at TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    seconds DOUBLE PRECISION NOT NULL, -- the measured time (after the warm-up)
+    error_kinds JSONB NOT NULL DEFAULT '{}', -- {"ErrorType: message": count}
+    PRIMARY KEY (run_id, backend, operation, concurrency)
+);

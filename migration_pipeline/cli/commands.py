@@ -30,8 +30,12 @@ def table_names(names: tuple[str, ...]) -> list[str]:
     return [n for n in catalog.names if n in names] if names else list(catalog.names)
 
 
-def _run(
-    job: str, run_config: dict | None = None, assets: list[AssetKey] | None = None, label: str | None = None
+def run(
+    job: str,
+    run_config: dict | None = None,
+    assets: list[AssetKey] | None = None,
+    label: str | None = None,
+    tags: dict[str, str] | None = None,
 ) -> None:
     """Run ``job`` in the shared instance, show its steps as they finish, end with its summary; exit 1
     when the run or a blocking check failed."""
@@ -55,13 +59,13 @@ def _run(
                     bar.console.print(f"  {'[green]done' if status == 'done' else '[red]FAILED'}[/]  {step}")
                     bar.update(task, advance=1, description=f"{label}: {step}")
 
-                summary = runs.run_job(instance, job, run_config, assets, progress)
+                summary = runs.run_job(instance, job, run_config, assets, progress, tags)
         else:
 
             def progress(step: str, status: str) -> None:
                 console.write(f"  {status:>6}  {step}\n")
 
-            summary = runs.run_job(instance, job, run_config, assets, progress)
+            summary = runs.run_job(instance, job, run_config, assets, progress, tags)
     summary.job = label
     for line in runs.lines(summary):
         click.echo(line)
@@ -75,29 +79,29 @@ def migrate(tables: tuple[str, ...]) -> None:
     """Migrate every table (or only TABLES) with its checks, then the reports: the same run as
     `make run` and the UI's "Materialize all"."""
     if not tables:
-        _run(ALL_ASSETS, label="migrate")
+        run(ALL_ASSETS, label="migrate")
         return
     selected = [SNAPSHOT_KEY, *(target_key(t) for t in table_names(tables))]
-    _run("migrate", assets=selected)
+    run("migrate", assets=selected)
 
 
 @click.command()
 def verify() -> None:
     """Run every check against the target without moving data (the reverify job)."""
-    _run("reverify")
+    run("reverify")
 
 
 @click.command()
 def sync() -> None:
     """Apply the app's changes since the last load (delta sync)."""
-    _run("sync")
+    run("sync")
 
 
 @click.command()
 @click.option("--writes-stopped", is_flag=True, help="The app's writes are already stopped: do not wait.")
 def cutover(writes_stopped: bool) -> None:
     """The cutover runbook: catch up, wait for the write freeze, final sync, verify."""
-    _run("cutover", {"ops": {"wait_for_freeze": {"config": {"writes_stopped": writes_stopped}}}})
+    run("cutover", {"ops": {"wait_for_freeze": {"config": {"writes_stopped": writes_stopped}}}})
 
 
 _WHO = [
@@ -115,7 +119,7 @@ def _who(command):
 
 
 def _declared(job: str, op: str, declared_by: str, note: str) -> None:
-    _run(job, {"ops": {op: {"config": {"declared_by": declared_by, "note": note}}}})
+    run(job, {"ops": {op: {"config": {"declared_by": declared_by, "note": note}}}})
 
 
 @click.command()
@@ -139,7 +143,7 @@ def finalize(declared_by: str, note: str) -> None:
 def rollback(out: Path, no_quarantined: bool) -> None:
     """Export PostgreSQL to a new SQLite file in the app's format (the rollback_export job)."""
     config = {"out": str(out.resolve()), "include_quarantined": not no_quarantined}
-    _run("rollback_export", {"ops": {"export_to_sqlite": {"config": config}}})
+    run("rollback_export", {"ops": {"export_to_sqlite": {"config": config}}})
 
 
 @click.command()

@@ -65,8 +65,10 @@ def run_job(
     run_config: dict | None = None,
     assets: list[AssetKey] | None = None,
     progress=None,
+    tags: dict[str, str] | None = None,
 ) -> RunSummary:
-    """Run job ``name`` in ``instance``; ``progress(step_key, status)`` is called as steps finish."""
+    """Run job ``name`` in ``instance`` (with ``tags``); ``progress(step_key, status)`` is called as
+    steps finish."""
     # the job as `dagster job execute -m migration_pipeline.definitions -j NAME` finds it (the step
     # processes of the multiprocess executor rebuild it from this pointer)
     recon = ReconstructableRepository.for_module(
@@ -82,7 +84,11 @@ def run_job(
     try:
         with _stderr_to(log):
             result = execute_job(
-                recon, instance, run_config=config, tags={STARTED_BY: tag}, asset_selection=assets
+                recon,
+                instance,
+                run_config=config,
+                tags={**(tags or {}), STARTED_BY: tag},
+                asset_selection=assets,
             )
     finally:
         done.set()

@@ -16,6 +16,7 @@ from dagster import (
 
 from ..catalog import TableSpec, load_catalog
 from ..connect.settings import fan_out_setting
+from ..move import corrections
 from ..move.guard import preflight
 from ..move.load import load_table
 from ..move.phase import PhaseError
@@ -71,10 +72,17 @@ def source_snapshot(context: AssetExecutionContext, migration: MigrationResource
     policy = migration.shrink_policy()
     source = str(settings.sqlite_path.resolve())
     with migration.connection() as conn:  # the target is only read: nothing is loaded before this passes
+        amended: dict[str, int] = {}
         info = take_snapshot(
             settings.sqlite_path,
             migration.snapshot_path,
             vet=lambda snap: preflight(conn, snap, load_catalog(), policy, source),
+            amend=lambda partial: amended.update(corrections.apply_to(conn, partial)),
+        )
+    if amended.get("changed"):
+        context.log.warning(
+            f"{amended['changed']} corrected rows were changed by the app since their correction: the app's "
+            "version is loaded (`migration-pipeline quarantine corrections` lists the corrections)"
         )
     for spec in SOURCE_TABLES:  # a changed source shows as new observations of its tables
         table = spec.key.path[-1]
@@ -95,6 +103,7 @@ def source_snapshot(context: AssetExecutionContext, migration: MigrationResource
             "source_bytes": info.source_size,
             "snapshot_sha256": info.snapshot_sha256,
             "generated_sample": generated,
+            "corrections_applied": amended.get("rewritten", 0),
             "tables": MetadataValue.json(info.tables),
             "dagster/row_count": sum(info.tables.values()),
         }

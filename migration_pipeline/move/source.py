@@ -102,11 +102,15 @@ def file_sha256(path: Path) -> str:
 
 
 def take_snapshot(
-    source_path: Path, snapshot_path: Path, vet: Callable[[Snapshot], None] | None = None
+    source_path: Path,
+    snapshot_path: Path,
+    vet: Callable[[Snapshot], None] | None = None,
+    amend: Callable[[Path], None] | None = None,
 ) -> SnapshotInfo:
     """Copy the live source into ``snapshot_path`` (replaced atomically) in one read transaction,
-    never writing the source or creating files beside it (see :func:`read_consistently`). ``vet`` sees
-    the copy before it replaces the previous snapshot and may refuse it by raising."""
+    never writing the source or creating files beside it (see :func:`read_consistently`). ``amend``
+    changes the copy first (the operator's corrections of quarantined rows, corrections.py); ``vet`` then
+    sees it before it replaces the previous snapshot and may refuse it by raising."""
     snapshot_path.parent.mkdir(parents=True, exist_ok=True)
     partial = snapshot_path.with_name(snapshot_path.name + f".{os.getpid()}.partial")
     partial.unlink(missing_ok=True)
@@ -118,6 +122,8 @@ def take_snapshot(
             counts = verify(partial)
         except sqlite3.DatabaseError as err:
             raise SourceError(unreadable(source_path, err)) from err
+        if amend is not None:
+            amend(partial)
         if vet is not None:
             with Snapshot(partial, locked=False) as snap:
                 vet(snap)

@@ -4,7 +4,8 @@ In:  a connection to the target (its ``migration_audit.table_loads``, ``rejected
      ``row_changes``) and the catalog.
 Out: :func:`table_history` (a table's loads, newest first, each with its rejections counted by kind and
      the code version that loaded it, code_version.py); :func:`render` (a Markdown answer for every table,
-     with the SQL that lists the rows behind each number). ``python -m migration_pipeline.prove.provenance``
+     with the SQL that lists the rows behind each number, and the operator's corrections of quarantined
+     rows). ``python -m migration_pipeline.prove.provenance``
      prints it (``--table``, ``--out``).
 Fails: psycopg errors propagate; a table never loaded is reported as such, not as an error.
 """
@@ -13,12 +14,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections import Counter
 from pathlib import Path
 
 import psycopg
 from psycopg.rows import dict_row
 
 from ..catalog import Catalog, load_catalog
+from ..move import corrections
 from ..move.code_version import code_version
 
 
@@ -88,6 +91,7 @@ def render_table(conn: psycopg.Connection, table: str, history: int = 10) -> str
         f"- **Since**: the app added {changes['added']:,} and removed {changes['removed']:,} rows "
         "(updates count as both)",
     ]
+    lines += _corrections(conn, table)
     if last["rejected_by_kind"]:
         lines += ["", "| rejected because | rows |", "|---|---:|"]
         lines += [f"| {kind} | {n:,} |" for kind, n in last["rejected_by_kind"].items()]
@@ -107,6 +111,28 @@ def render_table(conn: psycopg.Connection, table: str, history: int = 10) -> str
         for r in loads
     ]
     return "\n".join([*lines, ""])
+
+
+def _corrections(conn: psycopg.Connection, table: str, shown: int = 10) -> list[str]:
+    """The operator's corrections of quarantined rows of ``table`` (``quarantine retry``), newest first."""
+    trail = corrections.history(conn, [table])
+    if not trail:
+        return []
+    states = Counter(c["state"] for c in trail)
+    lines = [
+        f"- **Corrected**: {len(trail):,} quarantined rows corrected by an operator: "
+        + ", ".join(f"{n:,} {state}" for state, n in sorted(states.items()))
+        + f" (`migration-pipeline quarantine corrections {table}`)",
+        "",
+        "| corrected | by | source key | outcome | load | from |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {_when(c['corrected_at'])} | {c['corrected_by']} | `{c['source_key']}` | {c['state']}"
+        f"{' (' + c['outcome'] + ')' if c['outcome'] else ''} | `{c['run_id'] or '-'}` | {c['correction_from']} |"
+        for c in reversed(trail[-shown:])
+    ]
+    return lines
 
 
 def render(conn: psycopg.Connection, catalog: Catalog, tables: list[str] | None = None) -> str:

@@ -20,6 +20,7 @@ from datetime import datetime
 from pathlib import Path
 
 from ..catalog import Catalog, TableSpec
+from ..move.audit import raw_row_json
 from ..move.convert import decode_text
 from ..move.source import file_sha256, quote, record_origin
 
@@ -75,9 +76,17 @@ def _tables(db: sqlite3.Connection, schema: str) -> set[str]:
     return {r[0] for r in rows}
 
 
-def diff(baseline: Path, source_uri: str, out: Path, catalog: Catalog) -> dict[str, tuple[str, ...]]:
+def diff(
+    baseline: Path,
+    source_uri: str,
+    out: Path,
+    catalog: Catalog,
+    corrected: dict[str, dict[int, tuple[str, str]]] | None = None,
+) -> dict[str, tuple[str, ...]]:
     """Write the change set of the source against the baseline into ``out``; returns the columns of each
-    table present on both sides. One connection, one read transaction on the source: the change set is
+    table present on both sides. ``corrected``: {table: {rowid: (original, corrected)}} of the operator's
+    corrections in force (corrections.py): a row the baseline holds corrected and the source still holds
+    as it was is no change. One connection, one read transaction on the source: the change set is
     the difference to one real state of it. (Reading halves on two connections at once is faster but
     sees two states, whose mix can hold a key twice, which no real state of the app's file can.)"""
     out.unlink(missing_ok=True)
@@ -121,6 +130,7 @@ def diff(baseline: Path, source_uri: str, out: Path, catalog: Catalog) -> dict[s
                 f"INSERT OR IGNORE INTO cs.{_gone(t)} SELECT c._rowid FROM cs.{q} c"
                 f" WHERE EXISTS (SELECT 1 FROM main.{q} o WHERE o.rowid = c._rowid)"
             )
+            _keep_corrections(db, t, columns, (corrected or {}).get(t, {}))
         db.execute("COMMIT")
         return diffed
     except BaseException:
@@ -129,6 +139,23 @@ def diff(baseline: Path, source_uri: str, out: Path, catalog: Catalog) -> dict[s
         raise
     finally:
         db.close()
+
+
+def _keep_corrections(db: sqlite3.Connection, t: str, columns, corrected: dict[int, tuple[str, str]]) -> None:
+    """Drop from the change set the rows that differ only by a correction in force."""
+    cols = ", ".join(quote(c) for c in columns)
+    db.text_factory = decode_text
+    try:
+        for rowid, (original, correction) in corrected.items():
+            new = db.execute(f"SELECT {cols} FROM cs.{quote(t)} WHERE _rowid = ?", (rowid,)).fetchone()
+            old = db.execute(f"SELECT {cols} FROM main.{quote(t)} WHERE rowid = ?", (rowid,)).fetchone()
+            if new is None or old is None:
+                continue
+            if raw_row_json(columns, new) == original and raw_row_json(columns, old) == correction:
+                db.execute(f"DELETE FROM cs.{quote(t)} WHERE _rowid = ?", (rowid,))
+                db.execute(f"DELETE FROM cs.{_gone(t)} WHERE _rowid = ?", (rowid,))
+    finally:
+        db.text_factory = str
 
 
 def write_meta(out: Path, run_id: str, source: Path, taken_at: datetime) -> str:

@@ -30,7 +30,7 @@ from psycopg import sql
 
 from ..catalog import Catalog
 from ..connect.target import apply_schema
-from ..move import audit, changes, checksums, phase
+from ..move import audit, changes, checksums, corrections, phase
 from ..move.source import Snapshot, read_consistently, snapshot_lock
 from . import apply, changeset
 from .apply import MODE, TableDelta
@@ -151,7 +151,10 @@ def _sync_locked(conn, catalog: Catalog, source: Path, baseline: Path, run_id: s
     change_set = changeset_path(baseline)
     started = time.perf_counter()
     taken_at = datetime.now(UTC)
-    tables = read_consistently(source, lambda uri: changeset.diff(baseline, uri, change_set, catalog))
+    corrected = corrections.in_force(conn)  # the operator's corrections last until the app changes the row
+    tables = read_consistently(
+        source, lambda uri: changeset.diff(baseline, uri, change_set, catalog, corrected)
+    )
     result = SyncResult(run_id, changeset.write_meta(change_set, run_id, source, taken_at))
     result.diff_seconds = time.perf_counter() - started
     started = time.perf_counter()
