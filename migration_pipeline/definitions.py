@@ -3,6 +3,7 @@
 from dagster import Definitions, Field, Permissive, Selector, configured, multi_or_in_process_executor
 
 from .defs.alerts import alert_on_failure
+from .defs.app_performance import app_performance_job, app_performance_spec
 from .defs.connect import MigrationResource
 from .defs.move import SOURCE_TABLES, migrate_job, source_snapshot, target_assets
 from .defs.phases import (
@@ -46,6 +47,7 @@ defs = Definitions(
         provenance_report,
         postgres_health,
         PHASE_ASSET,
+        app_performance_spec,
     ],
     asset_checks=target_checks(),
     jobs=[
@@ -60,6 +62,7 @@ defs = Definitions(
         finalize_job,
         resume_change_log,
         compact_change_log,
+        app_performance_job,
     ],
     sensors=[postgres_monitor, alert_on_failure],
     schedules=[reverify_schedule(), compaction_schedule()],

@@ -168,6 +168,27 @@ def provenance(tables: tuple[str, ...], out: Path | None) -> None:
     sys.exit(origin.main(args + (["--out", str(out)] if out else [])))
 
 
+@click.command("app-performance")
+@click.option(
+    "--concurrency",
+    "levels",
+    type=int,
+    multiple=True,
+    help="A concurrency level (repeatable; default 1, 4, 16).",
+)
+@click.option(
+    "--seconds", type=float, default=10.0, show_default=True, help="Measured per backend and level."
+)
+@click.option(
+    "--warmup", type=float, default=2.0, show_default=True, help="Unrecorded warm-up per backend and level."
+)
+def app_performance(levels: tuple[int, ...], seconds: float, warmup: float) -> None:
+    """The app's workload on a copy of the SQLite file and on PostgreSQL, side by side (the app_performance
+    job): p50/p95/p99 and errors per operation, the verdict and a chart on the asset audit/app_performance."""
+    config = {"seconds": seconds, "warmup": warmup, **({"concurrency": list(levels)} if levels else {})}
+    run("app_performance", {"ops": {"measure_app_performance": {"config": config}}}, label="app-performance")
+
+
 @click.command()
 def monitor() -> None:
     """Take one sample of the target's health (connections, transactions, queries) and print it."""
@@ -201,6 +222,7 @@ def loadgen(concurrency: int, seconds: float, seed: int) -> None:
 
 COMMANDS = [
     migrate,
+    app_performance,
     verify,
     sync,
     cutover,

@@ -1,0 +1,173 @@
+"""The verdict of an app_performance run, for the app's owner: a Markdown table and a chart.
+
+In:  the run's measurements (app_performance.py) and the PostgreSQL read queries' plans.
+Out: :func:`compare` pairs each operation and concurrency across backends (PostgreSQL's p95 and
+     throughput as ratios to SQLite's); :func:`markdown` the verdict: which operations are equal or better
+     on PostgreSQL, which are slower and by how much, with what an owner could change (an index, a query
+     form: recommendations only, ``schema/`` stays the seed's), the errors, each plan; :func:`chart` a PNG
+     of p95 latency per operation and backend at each concurrency (matplotlib, no display needed).
+Fails: never on missing numbers (an operation that did not run shows as such).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+# "equal" allows this much: two runs of the same backend differ by about as much on this machine
+TOLERANCE = 1.10
+
+ADVICE = {
+    "search_tweets": "Ranking and LIMIT over every match: fine at this size; for very common words consider a "
+    "stored tsvector column or a LIMIT without ORDER BY.",
+    "tweets_in_range": "Served by idx_tweets_user_created; if slower, check the plan uses it (ANALYZE after "
+    "the load).",
+    "non_reply_tweets": "A partial index ON tweets (user_id) WHERE NOT is_reply would make it an index-only "
+    "lookup (an app-side change, not in schema/).",
+    "tweets_with_hashtag": "metadata @> scans every tweet (schema/ has no index on metadata): a GIN index "
+    "ON tweets USING gin (metadata jsonb_path_ops) serves @> (an app-side change, not in schema/).",
+    "popular_users": "Scans every profile: an expression index on ((profile_data->>'followers')::numeric) "
+    "would serve it, if the app asks this often.",
+    "completion_stats": "Counts every row: a counter table maintained by the app, or an estimate, if it matters.",
+    "referrer_stats": "Served by idx_referral_tracking_referrer and idx_referral_codes_owner.",
+    "save_tweets": "One round trip per batch (unnest): larger batches amortise the commit.",
+    "save_profile": "One upsert per profile; batch profiles if the scraper saves many at once.",
+    "update_funnel": "One atomic jsonb || statement: no read-modify-write, no lost update.",
+    "track_referral": "One statement with data-modifying CTEs: one round trip.",
+    "enqueue_job": "One insert.",
+    "claim_job": "FOR UPDATE SKIP LOCKED: workers never wait for each other.",
+    "job_progress": "One update by primary key.",
+}
+
+
+@dataclass(frozen=True)
+class Pair:
+    operation: str
+    concurrency: int
+    sqlite: object | None  # Measurement
+    postgresql: object | None
+
+    @property
+    def p95_ratio(self) -> float | None:
+        """PostgreSQL's p95 over SQLite's (below 1: faster on PostgreSQL)."""
+        a, b = self.sqlite, self.postgresql
+        if not a or not b or not a.p95_ms or b.p95_ms is None:
+            return None
+        return b.p95_ms / a.p95_ms
+
+    @property
+    def throughput_ratio(self) -> float | None:
+        """PostgreSQL's successful operations per second over SQLite's."""
+        a, b = self.sqlite, self.postgresql
+        if not a or not b or not a.ops:
+            return None
+        return (b.ops / b.seconds) / (a.ops / a.seconds)
+
+    @property
+    def equal_or_better(self) -> bool:
+        ratio = self.p95_ratio
+        return ratio is not None and ratio <= TOLERANCE and (self.postgresql.errors == 0)
+
+
+def compare(rows: Sequence) -> list[Pair]:
+    by = {(m.backend, m.operation, m.concurrency): m for m in rows}
+    keys = sorted({(m.concurrency, m.operation) for m in rows})
+    return [Pair(op, c, by.get(("sqlite", op, c)), by.get(("postgresql", op, c))) for c, op in keys]
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _x(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}×"
+
+
+def table(pairs: Sequence[Pair]) -> list[str]:
+    lines = [
+        "| concurrency | operation | SQLite ops/s | PostgreSQL ops/s | SQLite p50 / p95 / p99 ms | "
+        "PostgreSQL p50 / p95 / p99 ms | p95 PG/SQLite | errors SQLite / PG |",
+        "|---:|---|---:|---:|---|---|---:|---|",
+    ]
+    for p in pairs:
+        a, b = p.sqlite, p.postgresql
+        rate = lambda m: "-" if m is None else f"{m.ops / m.seconds:,.0f}"  # noqa: E731
+        pct = lambda m: "-" if m is None else f"{_ms(m.p50_ms)} / {_ms(m.p95_ms)} / {_ms(m.p99_ms)}"  # noqa: E731
+        errors = f"{a.errors if a else '-'} / {b.errors if b else '-'}"
+        lines.append(
+            f"| {p.concurrency} | {p.operation} | {rate(a)} | {rate(b)} | {pct(a)} | {pct(b)} | {_x(p.p95_ratio)} | {errors} |"
+        )
+    return lines
+
+
+def markdown(rows: Sequence, explained: dict[str, str], chart_uri: str | None = None) -> str:
+    pairs = compare(rows)
+    better = [p for p in pairs if p.equal_or_better]
+    slower = sorted((p for p in pairs if not p.equal_or_better), key=lambda p: -(p.p95_ratio or 0))
+    pg_errors = sum(m.errors for m in rows if m.backend == "postgresql")
+    sqlite_errors = sum(m.errors for m in rows if m.backend == "sqlite")
+    lines = [
+        "# The app on SQLite and on PostgreSQL",
+        "",
+        f"**{len(better)} of {len(pairs)}** operation × concurrency pairs are equal or better on PostgreSQL "
+        f"(p95 latency at most {TOLERANCE:.2f}× SQLite's, no error); PostgreSQL errors: {pg_errors}, "
+        f"SQLite errors: {sqlite_errors}.",
+        "",
+    ]
+    if slower:
+        lines += [
+            "Slower on PostgreSQL (p95, PostgreSQL / SQLite), and what the app's owner could change:",
+            "",
+        ]
+        lines += [
+            f"- {p.operation} at concurrency {p.concurrency}: {_x(p.p95_ratio)}"
+            + (f" ({p.postgresql.errors} errors)" if p.postgresql and p.postgresql.errors else "")
+            + f". {ADVICE.get(p.operation, '')}"
+            for p in slower
+        ]
+        lines.append("")
+    if chart_uri:
+        lines += [f"![p95 latency per operation]({chart_uri})", ""]
+    lines += table(pairs)
+    errors = {(m.backend, m.operation, m.concurrency): m.error_kinds for m in rows if m.error_kinds}
+    if errors:
+        lines += ["", "Errors:", ""]
+        lines += [f"- {b} {op} at {c}: {kinds}" for (b, op, c), kinds in sorted(errors.items())]
+    lines += ["", "## PostgreSQL plans of the read queries", ""]
+    for name, plan in explained.items():
+        lines += [f"### {name}", "", "```", plan, "```", ""]
+    return "\n".join(lines)
+
+
+def chart(rows: Sequence) -> bytes:
+    """A PNG: per concurrency, p95 latency (ms, log scale) of each operation on both backends."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pairs = compare(rows)
+    levels = sorted({p.concurrency for p in pairs})
+    operations = sorted({p.operation for p in pairs})
+    fig, axes = plt.subplots(
+        1, len(levels), figsize=(5 * len(levels), 0.45 * len(operations) + 1.5), sharey=True
+    )
+    axes = axes if len(levels) > 1 else [axes]
+    for ax, level in zip(axes, levels, strict=True):
+        by = {p.operation: p for p in pairs if p.concurrency == level}
+        ys = range(len(operations))
+        for offset, backend, color in ((-0.2, "sqlite", "#888888"), (0.2, "postgresql", "#336791")):
+            values = [getattr(by.get(op), backend, None) for op in operations]
+            ax.barh([y + offset for y in ys], [(m.p95_ms or 0) if m else 0 for m in values], height=0.4,
+                    color=color, label=backend)  # fmt: skip
+        ax.set_xscale("log")
+        ax.set_title(f"concurrency {level}")
+        ax.set_xlabel("p95 latency, ms (log)")
+        ax.set_yticks(list(ys), operations)
+    axes[0].legend(loc="lower right")
+    fig.tight_layout()
+    out = io.BytesIO()
+    fig.savefig(out, format="png", dpi=80)
+    plt.close(fig)
+    return out.getvalue()
