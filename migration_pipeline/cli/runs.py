@@ -204,6 +204,7 @@ def lines(summary: RunSummary) -> list[str]:
     for key, name in (
         ("audit/verification_report", "verification"),
         ("audit/provenance", "provenance"),
+        ("audit/app_performance", "app performance"),
     ):
         if summary.materialized.get(key, {}).get("path"):
             out.append(f"{name} report: {summary.materialized[key]['path']}")

@@ -72,7 +72,7 @@ def measure_app_performance(
             APP_PERFORMANCE_KEY,
             metadata={
                 "verdict": MetadataValue.md(text),
-                "report": MetadataValue.path(str(path)),
+                "path": MetadataValue.path(str(path)),
                 "chart": MetadataValue.path(str(chart)),
                 "equal_or_better": sum(p.equal_or_better for p in pairs),
                 "pairs": len(pairs),
