@@ -23,10 +23,12 @@ ADVICE = {
     "tweets_in_range": "Served by idx_tweets_user_created (SQLite has no index but the key: it scans every tweet).",
     "non_reply_tweets": "Served by idx_tweets_user_created; a partial index ON tweets (user_id) WHERE NOT is_reply "
     "would skip the replies (an app-side change, not in schema/).",
-    "search_tweets": "The GIN index finds every match and sorts them for the first 20 by id, where SQLite's LIKE"
-    " walks the primary key and stops at the 20th match: with common words, ask for relevance "
-    "(ts_rank) or date order, which SQLite cannot serve without scanning every tweet.",
-    "tweets_with_hashtag": "metadata @> scans every tweet (schema/ has no index on metadata): a GIN index ON tweets "
+    "search_tweets": "PostgreSQL also walks the primary key and stops at the 20th match (see the plan), but "
+    "computes to_tsvector for every tweet it passes, where LIKE compares bytes: the GIN index "
+    "cannot give id order. Ask for date or relevance order (the GIN index then finds the "
+    "matches; SQLite would scan every tweet), or keep the tsvector in a column (an app-side "
+    "change, not in schema/).",
+    "tweets_with_hashtag": "metadata @> tests every tweet it passes (schema/ has no index on metadata): a GIN index ON tweets "
     "USING gin (metadata jsonb_path_ops) serves @> (an app-side change, not in schema/).",
     "popular_users": "Scans every profile: an expression index on ((profile_data->>'followers')::numeric) would "
     "serve it, if the app asks this often.",

@@ -39,6 +39,8 @@ MIX = {
     "job_progress": 4,
 }
 SEARCH_WORDS = ("data", "migration", "python", "rocket", "garden", "football", "climate", "recipe")
+# the app's tweets carry two of about 60 hashtags: new tweets match the JSON queries as often as old ones
+HASHTAGS = SEARCH_WORDS + tuple(f"topic{n}" for n in range(52))
 
 
 @dataclass(frozen=True)
@@ -125,7 +127,12 @@ class _Worker:
             "text": " ".join(self.rng.choices(self.data.words, k=12)),
             "created_at": moment.replace(microsecond=0),
             "is_reply": self.rng.random() < 0.3,
-            "metadata": {"likes": self.rng.randrange(100), "perf": True},
+            "metadata": {
+                "likes": self.rng.randrange(5000),
+                "retweets": self.rng.randrange(500),
+                "lang": "en",
+                "hashtags": self.rng.sample(HASHTAGS, 2),
+            },  # fmt: skip
         }
 
 
