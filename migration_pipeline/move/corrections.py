@@ -123,6 +123,8 @@ def _rewrite_all(path: Path, moves: Sequence[tuple[str, int, str, str]], then=No
     """Apply every ``(table, rowid, from, to)`` of ``moves`` to the SQLite file at ``path`` in one
     transaction, calling ``then()`` before it commits; counts per outcome of :func:`_rewrite`."""
     done = {"rewritten": 0, "already": 0, "changed": 0}
+    if not moves and then is None:
+        return done  # nothing to write: the file is left as it is
     db = sqlite3.connect(path, isolation_level=None)
     db.text_factory = decode_text
     try:
