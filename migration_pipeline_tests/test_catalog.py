@@ -101,6 +101,8 @@ def test_applied_schema_matches_files(conn, catalog):
     assert audit == {
         "rejected_rows",
         "quarantine_seen",
+        "quarantine_corrections",
+        "app_performance",
         "table_loads",
         "row_changes",
         "monitor_samples",
