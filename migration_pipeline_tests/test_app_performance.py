@@ -19,7 +19,8 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from migration_pipeline.connect.target import connect, conninfo
 from migration_pipeline.move.source import file_sha256
 from migration_pipeline.samples.sample_data import generate
-from migration_pipeline.watch.app_ops import PostgresApp, SqliteApp
+from migration_pipeline.watch.app_ops import SqliteApp
+from migration_pipeline.watch.app_postgres import PostgresApp
 from migration_pipeline.watch.app_workload import SEARCH_WORDS
 
 from .helpers import migrate

@@ -31,7 +31,8 @@ from ..connect.settings import Settings
 from ..connect.target import apply_schema, connect, conninfo
 from ..move.load import load_all
 from ..move.source import Snapshot, take_snapshot
-from .app_ops import PG, READS, PostgresApp, SqliteApp
+from .app_ops import READS, SqliteApp
+from .app_postgres import PG, PostgresApp
 from .app_workload import Dataset, measure
 
 LEVELS = (1, 4, 16)
