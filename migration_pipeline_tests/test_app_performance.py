@@ -251,7 +251,8 @@ def test_the_job_fills_the_audit_table_and_the_asset(settings, tmp_path, monkeyp
         (event,) = instance.fetch_materializations(AssetKey(["audit", "app_performance"]), limit=1).records
         metadata = event.asset_materialization.metadata
     assert "![p95 latency per operation](data:image/png;base64," in metadata["verdict"].value
-    assert "## PostgreSQL plans of the read queries" in metadata["verdict"].value
+    assert "## PostgreSQL plans of the statements" in metadata["verdict"].value
+    assert "### claim_job (planned, not executed)" in metadata["verdict"].value
     assert metadata["postgresql_errors"].value == 0
     with connect(settings) as conn:
         rows = conn.execute(

@@ -7,8 +7,8 @@ Out: :func:`run` copies the app's file (SQLite's online backup: the original is 
      both backends hold the same data, and the real target is never written by the workload); then, per
      concurrency, plays the workload (app_workload.py) on the SQLite copy and on PostgreSQL in turn;
      records one row per backend, operation and concurrency in ``migration_audit.app_performance`` of the
-     target; drops the scratch database. Returns the :class:`Measurement` rows and each PostgreSQL read
-     query's plan.
+     target; drops the scratch database. Returns the :class:`Measurement` rows and the plan of each
+     PostgreSQL statement (:func:`plans`).
 Fails: :class:`~migration_pipeline.move.source.SourceError` for a source that cannot be copied,
      ``TargetError`` for a server that refuses the scratch database (CREATEDB), psycopg errors otherwise.
 """
@@ -31,7 +31,7 @@ from ..connect.settings import Settings
 from ..connect.target import apply_schema, connect, conninfo
 from ..move.load import load_all
 from ..move.source import Snapshot, take_snapshot
-from .app_ops import READS, SqliteApp
+from .app_ops import READS, WRITES, SqliteApp
 from .app_postgres import PG, PostgresApp
 from .app_workload import Dataset, measure
 
@@ -76,8 +76,9 @@ def dataset(conn: psycopg.Connection, users: int = 2000) -> Dataset:
 
 
 def plans(conn: psycopg.Connection, data: Dataset) -> dict[str, str]:
-    """EXPLAIN (ANALYZE, BUFFERS) of each PostgreSQL read query with typical arguments."""
-    user, (start, end) = data.users[0][0], (data.first, data.last)
+    """The plan of every PostgreSQL statement with typical arguments: EXPLAIN (ANALYZE, BUFFERS) of the
+    reads; of the writes EXPLAIN alone (planned, not executed: the scratch data stays as measured)."""
+    (user, name), (start, end) = data.users[0], (data.first, data.last)
     args = {
         "tweets_in_range": (user, start, end),
         "non_reply_tweets": (user,),
@@ -86,11 +87,19 @@ def plans(conn: psycopg.Connection, data: Dataset) -> dict[str, str]:
         "popular_users": (900_000, 20),
         "completion_stats": (),
         "referrer_stats": {"r": user},
+        "save_profile": (user, name, '{"name": "x"}'),
+        "save_tweets": (["plan-1"], [user], ["text"], [start], [False], ['{"likes": 1}']),
+        "update_funnel": {"user": user, "command": "step1", "response": "ok"},
+        "track_referral": {"code": "PLAN", "referrer": user, "referred": user},
+        "enqueue_job": (user, 3),
+        "claim_job": (),
+        "job_progress": (1,),
     }
     found = {}
-    for name in READS:
-        rows = conn.execute(sql.SQL("EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) ") + sql.SQL(PG[name]), args[name])
-        found[name] = "\n".join(r[0] for r in rows)
+    for op in (*READS, *WRITES):
+        how = "ANALYZE, BUFFERS, COSTS OFF" if op in READS else "COSTS OFF"
+        rows = conn.execute(sql.SQL(f"EXPLAIN ({how}) ") + sql.SQL(PG[op]), args[op])
+        found[op if op in READS else f"{op} (planned, not executed)"] = "\n".join(r[0] for r in rows)
     return found
 
 

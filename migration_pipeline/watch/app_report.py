@@ -168,7 +168,7 @@ def markdown(rows: Sequence, explained: dict[str, str], chart_uri: str | None = 
     if errors:
         lines += ["", "Errors:", ""]
         lines += [f"- {b} {op} at {c}: {kinds}" for (b, op, c), kinds in sorted(errors.items())]
-    lines += ["", "## PostgreSQL plans of the read queries", ""]
+    lines += ["", "## PostgreSQL plans of the statements", ""]
     for name, plan in explained.items():
         lines += [f"### {name}", "", "```", plan, "```", ""]
     return "\n".join(lines)
