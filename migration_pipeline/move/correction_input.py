@@ -23,10 +23,12 @@ from functools import partial
 from pathlib import Path
 
 import psycopg
+from psycopg import sql
 
 from ..catalog import Catalog
+from .audit import latest_run_sql, raw_row_json
 from .convert import decode_text
-from .corrections import Correction, CorrectionError, canonical, corrected_text, originals
+from .corrections import Correction, CorrectionError, corrected_text, originals
 from .keys import rowid_of, source_key
 from .source import Snapshot, file_sha256, quote, read_consistently
 from .stage import plan_columns
@@ -41,15 +43,11 @@ class Corrections:
 
 def _quarantined(conn: psycopg.Connection, table: str) -> dict[int, str]:
     """{source rowid: source key} of the rows ``table``'s latest load left quarantined."""
-    return dict(
-        conn.execute(
-            "SELECT r.source_rowid, r.source_key FROM migration_audit.rejected_rows r"
-            " JOIN (SELECT DISTINCT ON (table_name) table_name, run_id FROM migration_audit.table_loads"
-            "       WHERE table_name = %s ORDER BY table_name, finished_at DESC) l USING (table_name, run_id)"
-            " WHERE r.source_rowid IS NOT NULL",
-            (table,),
-        ).fetchall()
-    )
+    query = sql.SQL(
+        "SELECT source_rowid, source_key FROM migration_audit.rejected_rows"
+        " WHERE table_name = {} AND run_id = {} AND source_rowid IS NOT NULL"
+    ).format(sql.Literal(table), latest_run_sql(table))
+    return dict(conn.execute(query).fetchall())
 
 
 def _rowid(table: str, key: str, given: object, quarantined: dict[int, str]) -> int:
@@ -138,7 +136,7 @@ def from_sqlite(
         if lost:
             raise CorrectionError(f"{table}: the corrected file {path} holds no row {', '.join(lost[:10])}")
         for rowid, key in sorted(wanted.items()):
-            _add(out, Correction(table, key, rowid, held[rowid], canonical(columns, found[rowid])))
+            _add(out, Correction(table, key, rowid, held[rowid], raw_row_json(columns, found[rowid])))
     return out
 
 

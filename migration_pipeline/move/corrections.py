@@ -32,7 +32,6 @@ from .convert import InvalidText, decode_text
 from .source import Snapshot, quote, record_origin, snapshot_lock
 
 TABLE = "migration_audit.quarantine_corrections"
-ACTIVE = ("pending", "admitted", "quarantined")
 
 
 class CorrectionError(ValueError):
@@ -48,9 +47,13 @@ class Correction:
     corrected: str  # raw_row JSON text of the corrected row
 
 
-def canonical(columns: Sequence[str], values: Sequence[object]) -> str:
-    """A row's raw_row JSON text (audit.raw_row_json): how corrections store and compare rows."""
-    return audit.raw_row_json(columns, values)
+def row_text(db: sqlite3.Connection, table: str, columns: Sequence[str], rowid: int) -> str | None:
+    """The raw_row JSON text (audit.raw_row_json: how corrections store and compare rows) of the row
+    ``rowid`` of ``table`` (an SQL name, schema-qualified if need be) in an open SQLite connection whose
+    text factory is ``decode_text``; None when there is no such row."""
+    row = db.execute(f"SELECT {', '.join(map(quote, columns))} FROM {table} WHERE rowid = ?", (rowid,))
+    row = row.fetchone()
+    return None if row is None else audit.raw_row_json(columns, row)
 
 
 def corrected_text(columns: Sequence[str], original: str, changes: dict) -> str:
@@ -60,7 +63,7 @@ def corrected_text(columns: Sequence[str], original: str, changes: dict) -> str:
         raise CorrectionError(f"no column {', '.join(unknown)} in the source table")
     row = orjson.loads(original)
     row.update(changes)
-    return canonical(columns, [audit.original_value(row[c]) for c in columns])
+    return audit.raw_row_json(columns, [audit.original_value(row[c]) for c in columns])
 
 
 def active(conn: psycopg.Connection, tables: Sequence[str] | None = None) -> list[Correction]:
@@ -69,11 +72,11 @@ def active(conn: psycopg.Connection, tables: Sequence[str] | None = None) -> lis
         return []  # a target no load has prepared yet
     rows = conn.execute(
         f"SELECT DISTINCT ON (table_name, source_rowid) table_name, source_key, source_rowid, original_row,"
-        f" corrected_row, state FROM {TABLE} WHERE state <> 'failed' AND (%s::text[] IS NULL"
+        f" corrected_row FROM {TABLE} WHERE state <> 'failed' AND (%s::text[] IS NULL"
         " OR table_name = ANY(%s)) ORDER BY table_name, source_rowid, id DESC",
         (tables, tables),
     ).fetchall()
-    return [Correction(t, k, r, o, c) for t, k, r, o, c, state in rows if state in ACTIVE]
+    return [Correction(*row) for row in rows]
 
 
 def originals(
@@ -82,7 +85,8 @@ def originals(
     """{rowid: the row as the source holds it} for rows of ``snapshot``: read from it, or, for a row a
     correction in force already rewrote there, that correction's original."""
     columns = snapshot.columns(table)
-    held = {r[0]: canonical(columns, r[1:]) for r in snapshot.rows_by_rowid(table, columns, list(rowids))}
+    rows = snapshot.rows_by_rowid(table, columns, list(rowids))
+    held = {r[0]: audit.raw_row_json(columns, r[1:]) for r in rows}
     missing = sorted(set(rowids) - set(held))
     if missing:
         raise CorrectionError(f"{table}: the snapshot holds no row with rowid {', '.join(map(str, missing))}")
@@ -96,9 +100,7 @@ def _rewrite(db: sqlite3.Connection, table: str, rowid: int, frm: str, to: str) 
     """Rewrite the row ``rowid`` of ``table`` from ``frm`` to ``to`` (raw_row texts) if it holds ``frm``:
     'rewritten'; 'already' when it holds ``to``; 'changed' when it holds neither (the app changed it)."""
     columns = [r[1] for r in db.execute(f"PRAGMA table_info({quote(table)})")]
-    row = db.execute(f"SELECT {', '.join(map(quote, columns))} FROM {quote(table)} WHERE rowid = ?", (rowid,))
-    row = row.fetchone()
-    held = None if row is None else canonical(columns, row)
+    held = row_text(db, quote(table), columns, rowid)
     if held == to:
         return "already"
     if held != frm:

@@ -20,8 +20,8 @@ from datetime import datetime
 from pathlib import Path
 
 from ..catalog import Catalog, TableSpec
-from ..move.audit import raw_row_json
 from ..move.convert import decode_text
+from ..move.corrections import row_text
 from ..move.source import file_sha256, quote, record_origin
 
 _BATCH = 5_000
@@ -142,16 +142,13 @@ def diff(
 
 
 def _keep_corrections(db: sqlite3.Connection, t: str, columns, corrected: dict[int, tuple[str, str]]) -> None:
-    """Drop from the change set the rows that differ only by a correction in force."""
-    cols = ", ".join(quote(c) for c in columns)
+    """Drop from the change set the rows that differ only by a correction in force (the change set's
+    ``_rowid`` is its tables' rowid)."""
     db.text_factory = decode_text
     try:
         for rowid, (original, correction) in corrected.items():
-            new = db.execute(f"SELECT {cols} FROM cs.{quote(t)} WHERE _rowid = ?", (rowid,)).fetchone()
-            old = db.execute(f"SELECT {cols} FROM main.{quote(t)} WHERE rowid = ?", (rowid,)).fetchone()
-            if new is None or old is None:
-                continue
-            if raw_row_json(columns, new) == original and raw_row_json(columns, old) == correction:
+            new = row_text(db, f"cs.{quote(t)}", columns, rowid)
+            if new == original and row_text(db, f"main.{quote(t)}", columns, rowid) == correction:
                 db.execute(f"DELETE FROM cs.{quote(t)} WHERE _rowid = ?", (rowid,))
                 db.execute(f"DELETE FROM cs.{_gone(t)} WHERE _rowid = ?", (rowid,))
     finally:
