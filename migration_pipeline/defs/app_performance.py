@@ -62,10 +62,10 @@ def measure_app_performance(
         log=context.log.info,
     )
     png = app_report.chart(rows)
-    chart = keep("app-performance", context.run_id, "").with_suffix(".png")
-    chart.write_bytes(png)
     text = app_report.markdown(rows, plans, "data:image/png;base64," + base64.b64encode(png).decode())
-    path = keep("app-performance", context.run_id, app_report.markdown(rows, plans, chart.name))
+    path = keep("app-performance", context.run_id, text)  # self-contained: the chart is inside
+    chart = path.with_suffix(".png")  # and beside it, to share on its own
+    chart.write_bytes(png)
     pairs = app_report.compare(rows)
     context.log_event(
         AssetMaterialization(

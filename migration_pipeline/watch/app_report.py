@@ -1,8 +1,9 @@
 """The verdict of an app_performance run, for the app's owner: a Markdown table and a chart.
 
-In:  the run's measurements (app_performance.py) and the PostgreSQL read queries' plans.
-Out: :func:`compare` pairs each operation and concurrency across backends (PostgreSQL's p95 and
-     throughput as ratios to SQLite's); :func:`markdown` the verdict: which operations are equal or better
+In:  the run's measurements (app_performance.py) and the PostgreSQL statements' plans.
+Out: :func:`throughput` the whole workload's operations per second on each backend and their ratio;
+     :func:`compare` pairs each operation and concurrency across backends (PostgreSQL's p95 as a ratio
+     to SQLite's); :func:`markdown` the verdict: which operations are equal or better
      on PostgreSQL, which are slower and by how much, with what an owner could change (an index, a query
      form: recommendations only, ``schema/`` stays the seed's), the errors, each plan; :func:`chart` a PNG
      of p95 latency per operation and backend at each concurrency (matplotlib, no display needed).
@@ -63,14 +64,6 @@ class Pair:
         if not a or not b or not a.p95_ms or b.p95_ms is None:
             return None
         return b.p95_ms / a.p95_ms
-
-    @property
-    def throughput_ratio(self) -> float | None:
-        """PostgreSQL's successful operations per second over SQLite's."""
-        a, b = self.sqlite, self.postgresql
-        if not a or not b or not a.ops:
-            return None
-        return (b.ops / b.seconds) / (a.ops / a.seconds)
 
     @property
     def equal_or_better(self) -> bool:
