@@ -181,3 +181,11 @@ def test_server_status_prints_a_connection_string_that_works(server, settings, t
         assert conn.info.dbname == settings.database
     psql = _cli(["server", "psql", "-At", "-c", "SELECT current_database()"], env, tmp_path)
     assert psql.returncode == 0 and psql.stdout.strip() == settings.database, psql.stderr
+
+
+def test_a_target_nothing_was_migrated_into_gets_a_clear_error(server, settings, tmp_path):
+    env = _env(PG_DATABASE=settings.database)  # an empty database: no migration_audit yet
+    for args in (["quarantine", "list"], ["quarantine", "corrections"], ["provenance"]):
+        done = _cli(args, env, tmp_path)
+        assert done.returncode == 3, (args, done.stderr[-2000:])
+        assert "the target has no migration yet" in done.stderr and "Traceback" not in done.stderr, args

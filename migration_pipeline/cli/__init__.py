@@ -4,7 +4,7 @@ Commands that move or check data start Dagster runs of the code location's jobs 
 reads (runs.py); the others read the target directly. Each ends with a short summary.
 
 Exit codes: 0 done (and, for runs, every blocking check passed); 1 a run or a blocking check failed;
-2 a usage error; 3 the target or the instance cannot be reached or is misconfigured.
+2 a usage error; 3 the target or the instance cannot be reached or is misconfigured, or holds no migration yet.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import sys
 
 import click
+import psycopg
 
 from ..connect.settings import ConfigError, redact
 from ..connect.target import TargetError
@@ -19,13 +20,23 @@ from . import commands, quarantine, server
 
 
 class _Group(click.Group):
-    """Turns a configuration or connection problem into exit code 3 and a one-line, secret-free message."""
+    """Turns a configuration or connection problem, or a target nothing was migrated into yet, into exit
+    code 3 and a one-line, secret-free message."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except (ConfigError, TargetError) as err:
             click.echo(f"error: {redact(str(err))}", err=True)
+            sys.exit(3)
+        except psycopg.errors.UndefinedTable as err:
+            if "migration_audit." not in str(err):
+                raise
+            click.echo(
+                f"error: the target has no migration yet ({str(err).splitlines()[0]}): run "
+                "`migration-pipeline migrate` first (or check PG_DATABASE / PG_DSN)",
+                err=True,
+            )
             sys.exit(3)
 
 
