@@ -523,7 +523,6 @@ def assert_upstream_lineage(page, base: str, e: Expected, shot: Path) -> None:
 # --- the test --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.timeout(600)
 def assert_cli_run_and_quarantine_preview(page, base: str, env: dict[str, str], source: Path, shot: Path):
     """A run started from the command line shows in the UI (same instance), and a tweet the value rules
     refuse is previewed on the tweets page: its key, column, value and reason."""
@@ -559,6 +558,7 @@ def assert_cli_run_and_quarantine_preview(page, base: str, env: dict[str, str], 
     shoot(page, shot)
 
 
+@pytest.mark.timeout(600)  # about 225 s alone on 2 cores: two migrations, dagster dev, Chromium
 def test_operator_migrates_and_inspects_the_proof_in_the_ui(server, database, settings, catalog):
     require(CHROMIUM.exists(), f"{CHROMIUM} is missing: apt-get install chromium (.ci/run installs it)")
     require(sync_playwright is not None, "playwright is not installed: pip install -e '.[dev]'")

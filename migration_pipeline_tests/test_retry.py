@@ -53,6 +53,7 @@ def _conserved(conn) -> tuple[int, int, int]:
     return source, loaded, rejected
 
 
+@pytest.mark.timeout(600)  # six Dagster runs from the command line: about 200 s alone on 2 cores
 def test_quarantined_rows_are_corrected_and_readmitted(server, settings, sample_db, tmp_path):
     app = editable_copy(sample_db, tmp_path / "app.db")
     with sqlite3.connect(app) as db:
@@ -79,6 +80,14 @@ def test_quarantined_rows_are_corrected_and_readmitted(server, settings, sample_
     )
     done = _cli(["quarantine", "retry", "--file", str(wrong)], env, tmp_path)
     assert done.returncode == 2 and "is not among the rows the latest load quarantined" in done.stderr, done
+    garbled, unknown = tmp_path / "garbled.jsonl", tmp_path / "unknown.jsonl"
+    garbled.write_text('{"table_name": "tweets", "source_key"\n')
+    unknown.write_text(
+        json.dumps({"table_name": "tweets", "source_key": BAD_JSON, "raw_row": {"nope": 1}}) + "\n"
+    )
+    for path, message in ((garbled, "cannot read corrections from"), (unknown, "no column nope")):
+        done = _cli(["quarantine", "retry", "--file", str(path)], env, tmp_path)
+        assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr, done
     with connect(settings) as conn:
         assert conn.execute("SELECT count(*) FROM migration_audit.quarantine_corrections").fetchone() == (0,)
 
