@@ -1,0 +1,284 @@
+"""A batch of source rows through the value rules, column by column, as the lines of a text ``COPY``.
+
+In:  a batch of ``(rowid, *values)`` rows as :class:`~migration_pipeline.move.source.Snapshot` streams them,
+     and a :class:`Plan` of the columns (the catalog's kind, length limit and NOT NULL of each).
+Out: :meth:`Plan.convert` -> :class:`Converted`: the COPY text (``COPY ... FROM STDIN``, text format) of
+     the rows every value of which converted, their rowids in order, and for each other row the first
+     column (in column order) that failed, with its error. The values are exactly what convert.py makes of
+     them: every column takes a fast path for the shapes apps write (a whole column of plain text checked
+     in one pass, JSON parsed without the re-checks it passes anyway, SQLite's and ISO 8601's UTC
+     timestamps and Twitter's dates read without ``datetime``), and anything else goes value by value
+     through convert.py. The text of a timestamp is ISO 8601 with its UTC offset, which PostgreSQL reads
+     as the same moment under any ``DateStyle`` and ``TimeZone``.
+Fails: never for a value: a converter's :class:`~migration_pipeline.move.convert.Rejected`, or any other
+     exception from it (a bug must cost one row, never the table), is that row's failure.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from operator import itemgetter
+
+import orjson
+
+from .convert import INT4_MAX, INT4_MIN, MAX_JSON_DEPTH, Rejected, converter_for
+
+NULL = "\\N"
+_NONE = type(None)
+# what a text COPY field must escape (the COPY's own delimiter, row end and escape character)
+_SPECIAL = ("\\", "\t", "\n", "\r")
+
+
+def escape(text: str) -> str:
+    """``text`` as one field of a text COPY."""
+    if "\\" in text or "\t" in text or "\n" in text or "\r" in text:
+        text = text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+    return text
+
+
+def _any_special(joined: str) -> bool:
+    return any(c in joined for c in _SPECIAL)
+
+
+@dataclass
+class Converted:
+    """One batch: ``text`` (its COPY lines) holds the rows of ``rowids``; ``failures`` maps a row's index
+    in the batch to ``(column, error, value)`` for the first of its values that did not convert."""
+
+    text: str
+    rowids: list[int]
+    failures: dict[int, tuple[str, Exception, object]] = field(default_factory=dict)
+
+
+# one column of a batch: its COPY fields (None where the value failed) and the failures by row index
+Fields = tuple[list[str | None], dict[int, Exception]]
+
+
+def _each(
+    convert: Callable[[object], object], render: Callable[[object], str], not_null: bool, values
+) -> Fields:
+    """The slow path: every value through its convert.py converter."""
+    out: list[str | None] = []
+    failed: dict[int, Exception] = {}
+    for i, value in enumerate(values):
+        try:
+            converted = convert(value)
+            if converted is None:
+                if not_null:
+                    raise Rejected("NULL in a NOT NULL column", "NULL in NOT NULL column")
+                out.append(NULL)
+            else:
+                out.append(render(converted))
+        except Exception as err:  # noqa: BLE001 (Rejected, or a converter's bug: that row's failure)
+            failed[i] = err
+            out.append(None)
+    return out, failed
+
+
+def _text(max_length: int | None, not_null: bool) -> Callable[[list], Fields]:
+    convert = converter_for("text", max_length)
+
+    def fields(values: list) -> Fields:
+        types = set(map(type, values))
+        if types == {str} or (types == {str, _NONE} and not not_null):
+            texts = [v for v in values if v is not None] if _NONE in types else values
+            joined = "\x01".join(texts)
+            if "\x00" not in joined and (max_length is None or max(map(len, texts)) <= max_length):
+                if _any_special(joined):
+                    values = [None if v is None else escape(v) for v in values]
+                return ([NULL if v is None else v for v in values] if _NONE in types else values), {}
+        return _each(convert, escape, not_null, values)
+
+    return fields
+
+
+def _json(not_null: bool) -> Callable[[list], Fields]:
+    convert, loads = converter_for("jsonb"), orjson.loads
+
+    def fields(values: list) -> Fields:
+        types = set(map(type, values))
+        if types == {str} or (types == {str, _NONE} and not not_null):
+            texts = [v for v in values if v is not None] if _NONE in types else values
+            # convert_json's own checks pass: no \u0000, too short to nest too deep, and orjson reads it
+            joined = "\x01".join(texts)
+            if max(map(len, texts)) <= 2 * MAX_JSON_DEPTH and "\\u0000" not in joined:
+                try:
+                    for text in texts:
+                        loads(text)
+                except orjson.JSONDecodeError:
+                    pass
+                else:
+                    if _any_special(joined):
+                        values = [None if v is None else escape(v) for v in values]
+                    return ([NULL if v is None else v for v in values] if _NONE in types else values), {}
+        return _each(convert, escape, not_null, values)
+
+    return fields
+
+
+_BOOLEAN_TEXT = {0: "f", 1: "t", "0": "f", "1": "t", "true": "t", "false": "f"}
+
+
+def _boolean(not_null: bool) -> Callable[[list], Fields]:
+    convert = converter_for("boolean")
+
+    def fields(values: list) -> Fields:
+        types = set(map(type, values))
+        if types <= {int, str} or (types <= {int, str, _NONE} and not not_null):
+            try:
+                return [NULL if v is None else _BOOLEAN_TEXT[v] for v in values], {}
+            except KeyError:
+                pass  # 'TRUE', 2, ...: convert.py says what they are
+        return _each(convert, lambda b: "t" if b else "f", not_null, values)
+
+    return fields
+
+
+def _integer(not_null: bool) -> Callable[[list], Fields]:
+    convert = converter_for("integer")
+
+    def fields(values: list) -> Fields:
+        types = set(map(type, values))
+        if types == {int} or (types == {int, _NONE} and not not_null):
+            numbers = [v for v in values if v is not None] if _NONE in types else values
+            if min(numbers) >= INT4_MIN and max(numbers) <= INT4_MAX:
+                return [NULL if v is None else str(v) for v in values], {}
+        return _each(convert, str, not_null, values)
+
+    return fields
+
+
+# --- timestamps: UTC in SQLite's or ISO 8601's usual shapes, Twitter's dates at +0000 -----------
+
+_UTC_SHAPES = re.compile(
+    r"\d{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])(?: |T)(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d(?:\.\d{3}Z|Z)?",
+    re.ASCII,
+)
+_WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTH_NAMES = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_MONTHS = {name: f"{number:02d}" for number, name in enumerate(_MONTH_NAMES, 1)}
+_TWITTER_UTC = re.compile(
+    rf"({'|'.join(_WEEKDAYS)}) ({'|'.join(_MONTH_NAMES)}) (0[1-9]|[12]\d|3[01]) "
+    r"((?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d) \+0000 (\d{4})",
+    re.ASCII,
+)
+_DATES: dict[str, str | None] = {}  # 'YYYY-MM-DD' -> its weekday, None for no such date (year 0, Feb 30)
+_DATES_KEPT = 100_000
+
+
+def _weekday(day: str) -> str | None:
+    try:
+        return _DATES[day]
+    except KeyError:
+        pass
+    if len(_DATES) >= _DATES_KEPT:
+        _DATES.clear()
+    try:
+        found = _WEEKDAYS[date.fromisoformat(day).weekday()]
+    except ValueError:
+        found = None
+    _DATES[day] = found
+    return found
+
+
+def _timestamp_text(value: object) -> str | None:
+    """The COPY text of a UTC timestamp in a usual shape, None for any other value."""
+    if type(value) is not str:
+        return None
+    if _UTC_SHAPES.fullmatch(value):
+        if (_DATES.get(value[:10]) or _weekday(value[:10])) is None:
+            return None
+        return value if value[-1] == "Z" else value + "+00"
+    match = _TWITTER_UTC.fullmatch(value)
+    if match:
+        day = f"{match[5]}-{_MONTHS[match[2]]}-{match[3]}"
+        if _weekday(day) == match[1]:
+            return f"{day} {match[4]}+00"
+    return None
+
+
+# a whole column of UTC shapes, each value followed by \x01 (which no value holds: counted first)
+_UTC_COLUMN = re.compile(rf"(?:(?:{_UTC_SHAPES.pattern})\x01)*", re.ASCII)
+
+
+def _utc_column(values: list) -> list[str] | None:
+    """The COPY texts of a column of UTC timestamps in the usual shapes, checked in one pass; None for a
+    column holding anything else."""
+    if set(map(type, values)) != {str}:
+        return None
+    joined = "\x01".join(values) + "\x01"
+    if joined.count("\x01") != len(values) or not _UTC_COLUMN.fullmatch(joined):
+        return None
+    if not all(_weekday(day) for day in {v[:10] for v in values}):
+        return None
+    if "Z" not in joined:
+        return [v + "+00" for v in values]
+    return [v if v[-1] == "Z" else v + "+00" for v in values]
+
+
+def _timestamptz(not_null: bool) -> Callable[[list], Fields]:
+    convert = converter_for("timestamptz")
+
+    def fields(values: list) -> Fields:
+        out = _utc_column(values) or list(map(_timestamp_text, values))
+        slow = [i for i, text in enumerate(out) if text is None]
+        if not slow:
+            return out, {}
+        others, failed = _each(
+            convert, lambda moment: moment.isoformat(), not_null, [values[i] for i in slow]
+        )
+        for i, text in zip(slow, others, strict=True):
+            out[i] = text
+        return out, {slow[i]: err for i, err in failed.items()}
+
+    return fields
+
+
+_KINDS = {"jsonb": _json, "boolean": _boolean, "integer": _integer, "timestamptz": _timestamptz}
+
+
+@dataclass(frozen=True)
+class ColumnRule:
+    name: str
+    kind: str
+    max_length: int | None = None
+    not_null: bool = False
+
+
+class Plan:
+    """How to convert the batches of a table's ``columns`` (in the order the rows hold their values)."""
+
+    def __init__(self, columns: Sequence[ColumnRule]):
+        self.names = tuple(c.name for c in columns)
+        self._fields = [
+            _text(c.max_length, c.not_null) if c.kind == "text" else _KINDS[c.kind](c.not_null)
+            for c in columns
+        ]
+
+    def convert(
+        self, batch: Sequence[tuple], skip: dict[int, tuple[str, Exception]] | None = None
+    ) -> Converted:
+        """``batch``'s rows as COPY text (see module doc); ``skip``: rowid -> (column, error) of rows
+        to fail without converting them."""
+        rowids = [row[0] for row in batch]
+        columns, failures = [list(map(str, rowids))], {}
+        for index, (name, fields) in enumerate(zip(self.names, self._fields, strict=True), start=1):
+            values = list(map(itemgetter(index), batch))
+            out, failed = fields(values)
+            columns.append(out)
+            for i, err in failed.items():
+                failures.setdefault(i, (name, err, values[i]))
+        if skip:
+            for i, rowid in enumerate(rowids):
+                if rowid in skip:
+                    failures[i] = (*skip[rowid], None)
+        rows = zip(*columns, strict=True)
+        if failures:  # a failed row has None for its failed values: not joined
+            rows = (row for i, row in enumerate(rows) if i not in failures)
+            rowids = [rowid for i, rowid in enumerate(rowids) if i not in failures]
+        lines = map("\t".join, rows)
+        text = "\n".join(lines)
+        return Converted(text + "\n" if rowids else "", rowids, dict(sorted(failures.items())))
