@@ -184,9 +184,9 @@ def _copy_rows(conn, batches, spec, columns, stage, spool, progress, refused, wr
     source_rows = 0
     with conn.cursor() as cur, cur.copy(copy_sql) as copy:
         for batch in batches:
-            converted = converting.convert(batch, skip)
-            if converted.text:
-                copy.write(converted.text.encode(encoding))
+            converted = converting.convert(batch, skip, encoding)
+            if converted.data:
+                copy.write(converted.data)
                 written.extend(converted.rowids)
             for i, (name, err, value) in converted.failures.items():
                 _spool(spool, spec, columns, batch[i], name, err, value)
