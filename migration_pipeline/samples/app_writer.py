@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import signal
 import sqlite3
 import sys
 import time
@@ -133,6 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.changes is None and args.seconds is None:
         parser.error("give --changes or --seconds")
+    # SIGINT stops it (see write), also when started from a shell's background job, which starts its
+    # children with SIGINT ignored (a suite run as `.ci/run &` timed out waiting for the writer to stop)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     made = write(args.db, changes=args.changes, seconds=args.seconds, seed=args.seed, pause=args.pause)
     print(f"{made} changes", flush=True)
     return 0
