@@ -219,23 +219,13 @@ def _check(conn, catalog, tmp_path, table, rows) -> tuple[list, list]:
         db.executemany(f"INSERT INTO {table} VALUES ({', '.join('?' * len(columns))})", rows)
     db.close()
     with Snapshot(path) as snapshot, conn.transaction():
-        by_column = _staged(
-            conn,
-            spec,
-            columns,
-            lambda stage, spool: stage_rows(
-                conn, lambda: snapshot.stream(table, columns), spec, columns, stage, spool, None
-            ),
-        )
+
+        def stage_all(stage, spool):
+            stage_rows(conn, lambda: snapshot.stream(table, columns), spec, columns, stage, spool, None)
+
+        by_column = _staged(conn, spec, columns, stage_all)
         with patch.object(stage_module, "_copy_rows", _one_value_at_a_time):
-            by_value = _staged(
-                conn,
-                spec,
-                columns,
-                lambda stage, spool: stage_rows(
-                    conn, lambda: snapshot.stream(table, columns), spec, columns, stage, spool, None
-                ),
-            )
+            by_value = _staged(conn, spec, columns, stage_all)
     assert by_column == by_value
     return by_column
 

@@ -1,7 +1,7 @@
 """A batch of source rows through the value rules, column by column, as the lines of a text ``COPY``.
 
 In:  a batch of ``(rowid, *values)`` rows as :class:`~migration_pipeline.move.source.Snapshot` streams them,
-     and a :class:`Plan` of the columns (the catalog's kind, length limit and NOT NULL of each).
+     and a :class:`Plan` of the columns (the catalog's :class:`~migration_pipeline.catalog.Column` of each).
 Out: :meth:`Plan.convert` -> :class:`Converted`: the COPY text (``COPY ... FROM STDIN``, text format) of
      the rows every value of which converted, their rowids in order, and for each other row the first
      column (in column order) that failed, with its error. The values are exactly what convert.py makes of
@@ -24,6 +24,7 @@ from operator import itemgetter
 
 import orjson
 
+from ..catalog import Column
 from .convert import INT4_MAX, INT4_MIN, MAX_JSON_DEPTH, Rejected, converter_for
 
 NULL = "\\N"
@@ -87,18 +88,32 @@ def _each(
     return out, failed
 
 
+def _strings(values: list, not_null: bool) -> list[str] | None:
+    """The column's texts when it holds only text (and NULLs where the column takes them), else None."""
+    types = set(map(type, values))
+    if types == {str}:
+        return values
+    if types == {str, _NONE} and not not_null:
+        return [v for v in values if v is not None]
+    return None
+
+
+def _as_fields(values: list, texts: list[str], joined: str) -> Fields:
+    """A text column that passed its checks as COPY fields (``joined``: its ``texts`` joined)."""
+    if _any_special(joined):
+        values = [None if v is None else escape(v) for v in values]
+    return ([NULL if v is None else v for v in values] if len(texts) < len(values) else values), {}
+
+
 def _text(max_length: int | None, not_null: bool) -> Callable[[list], Fields]:
     convert = converter_for("text", max_length)
 
     def fields(values: list) -> Fields:
-        types = set(map(type, values))
-        if types == {str} or (types == {str, _NONE} and not not_null):
-            texts = [v for v in values if v is not None] if _NONE in types else values
+        texts = _strings(values, not_null)
+        if texts is not None:
             joined = "\x01".join(texts)
             if "\x00" not in joined and (max_length is None or max(map(len, texts)) <= max_length):
-                if _any_special(joined):
-                    values = [None if v is None else escape(v) for v in values]
-                return ([NULL if v is None else v for v in values] if _NONE in types else values), {}
+                return _as_fields(values, texts, joined)
         return _each(convert, escape, not_null, values)
 
     return fields
@@ -108,9 +123,8 @@ def _json(not_null: bool) -> Callable[[list], Fields]:
     convert, loads = converter_for("jsonb"), orjson.loads
 
     def fields(values: list) -> Fields:
-        types = set(map(type, values))
-        if types == {str} or (types == {str, _NONE} and not not_null):
-            texts = [v for v in values if v is not None] if _NONE in types else values
+        texts = _strings(values, not_null)
+        if texts is not None:
             # convert_json's own checks pass: no \u0000, too short to nest too deep, and orjson reads it
             joined = "\x01".join(texts)
             if max(map(len, texts)) <= 2 * MAX_JSON_DEPTH and "\\u0000" not in joined:
@@ -120,9 +134,7 @@ def _json(not_null: bool) -> Callable[[list], Fields]:
                 except orjson.JSONDecodeError:
                     pass
                 else:
-                    if _any_special(joined):
-                        values = [None if v is None else escape(v) for v in values]
-                    return ([NULL if v is None else v for v in values] if _NONE in types else values), {}
+                    return _as_fields(values, texts, joined)
         return _each(convert, escape, not_null, values)
 
     return fields
@@ -198,7 +210,7 @@ def _timestamp_text(value: object) -> str | None:
     if type(value) is not str:
         return None
     if _UTC_SHAPES.fullmatch(value):
-        if (_DATES.get(value[:10]) or _weekday(value[:10])) is None:
+        if _weekday(value[:10]) is None:
             return None
         return value if value[-1] == "Z" else value + "+00"
     match = _TWITTER_UTC.fullmatch(value)
@@ -249,18 +261,11 @@ def _timestamptz(not_null: bool) -> Callable[[list], Fields]:
 _KINDS = {"jsonb": _json, "boolean": _boolean, "integer": _integer, "timestamptz": _timestamptz}
 
 
-@dataclass(frozen=True)
-class ColumnRule:
-    name: str
-    kind: str
-    max_length: int | None = None
-    not_null: bool = False
-
-
 class Plan:
-    """How to convert the batches of a table's ``columns`` (in the order the rows hold their values)."""
+    """How to convert the batches of a table's ``columns`` (the catalog's, in the order the rows hold their
+    values)."""
 
-    def __init__(self, columns: Sequence[ColumnRule]):
+    def __init__(self, columns: Sequence[Column]):
         self.names = tuple(c.name for c in columns)
         self._fields = [
             _text(c.max_length, c.not_null) if c.kind == "text" else _KINDS[c.kind](c.not_null)
