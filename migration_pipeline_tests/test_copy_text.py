@@ -75,6 +75,12 @@ TIMESTAMP_EDGES = [
     "2024-03-05 17:21:09 ",
     "２０２４-03-05 17:21:09",
 ]
+# epoch numbers (seconds, milliseconds from 1e11) around the fast path's edges: 1970, the unit's switch,
+# the end of 9999
+EPOCH_EDGES = [0, -1, 1, 86_399, 86_400, 1_704_067_216, 1_713_742_263_015, 1_713_742_263_000,
+               99_999_999_999, 100_000_000_000, 253_402_300_799, 253_402_300_800, 253_402_300_799_999,
+               253_402_300_800_000, 2**63 - 1, -(2**63), 1.5, 1_713_742_263_015.5]  # fmt: skip
+TIMESTAMP_EDGES += EPOCH_EDGES
 _timestamps = st.one_of(
     st.builds(lambda d, t: f"{d} {t}", _dates, _times),
     st.builds(
@@ -293,6 +299,28 @@ def test_a_whole_column_of_utc_shapes(settings, catalog, tmp_path, data):
     stamps = data.draw(st.lists(_utc_shaped, min_size=n, max_size=n))
     rows = [(f"t{i}", "u1", "x", stamp, None, 1, None, stamp) for i, stamp in enumerate(stamps)]
     assert len(rows[0]) == len(spec.columns)
+    with connect(settings) as conn:
+        _check(conn, catalog, tmp_path, "tweets", rows)
+
+
+_epochs = st.one_of(
+    st.sampled_from(EPOCH_EDGES),
+    st.integers(-5, 300_000),
+    st.integers(99_999_999_000, 100_000_001_000),
+    st.integers(0, 2**48),
+    st.integers(253_402_300_700_000, 253_402_300_900_000),
+)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_a_column_mixing_epochs_and_texts(settings, catalog, tmp_path, data):
+    """A column of epoch numbers, UTC texts and Twitter's dates side by side (each kind takes a fast path
+    of its own): exactly what the value rules make of each."""
+    n = data.draw(st.integers(1, 30))
+    values = st.one_of(_epochs, _utc_shaped, st.sampled_from(TIMESTAMP_EDGES[:8]))
+    stamps = data.draw(st.lists(values, min_size=n, max_size=n))
+    rows = [(f"t{i}", "u1", "x", stamp, None, 1, None, stamp) for i, stamp in enumerate(stamps)]
     with connect(settings) as conn:
         _check(conn, catalog, tmp_path, "tweets", rows)
 

@@ -6,26 +6,24 @@ Out: :meth:`Plan.convert` -> :class:`Converted`: the COPY text (``COPY ... FROM 
      the rows every value of which converted, their rowids in order, and for each other row the first
      column (in column order) that failed, with its error. The values are exactly what convert.py makes of
      them: every column takes a fast path for the shapes apps write (a whole column of plain text checked
-     in one pass, JSON parsed without the re-checks it passes anyway, SQLite's and ISO 8601's UTC
-     timestamps and Twitter's dates read without ``datetime``), and anything else goes value by value
-     through convert.py. The text of a timestamp is ISO 8601 with its UTC offset, which PostgreSQL reads
-     as the same moment under any ``DateStyle`` and ``TimeZone``.
+     in one pass, JSON parsed without the re-checks it passes anyway, the usual timestamps and epoch
+     numbers read without ``datetime`` by copy_time.py), and anything else goes value by value through
+     convert.py.
 Fails: never for a value: a converter's :class:`~migration_pipeline.move.convert.Rejected`, or any other
      exception from it (a bug must cost one row, never the table), is that row's failure.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import date
 from operator import itemgetter
 
 import orjson
 
 from ..catalog import Column
 from .convert import INT4_MAX, INT4_MIN, MAX_JSON_DEPTH, Rejected, converter_for
+from .copy_time import timestamp_texts
 
 NULL = "\\N"
 _NONE = type(None)
@@ -172,79 +170,11 @@ def _integer(not_null: bool) -> Callable[[list], Fields]:
     return fields
 
 
-# --- timestamps: UTC in SQLite's or ISO 8601's usual shapes, Twitter's dates at +0000 -----------
-
-_UTC_SHAPES = re.compile(
-    r"\d{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])(?: |T)(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d(?:\.\d{3}Z|Z)?",
-    re.ASCII,
-)
-_WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
-_MONTH_NAMES = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
-_MONTHS = {name: f"{number:02d}" for number, name in enumerate(_MONTH_NAMES, 1)}
-_TWITTER_UTC = re.compile(
-    rf"({'|'.join(_WEEKDAYS)}) ({'|'.join(_MONTH_NAMES)}) (0[1-9]|[12]\d|3[01]) "
-    r"((?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d) \+0000 (\d{4})",
-    re.ASCII,
-)
-_DATES: dict[str, str | None] = {}  # 'YYYY-MM-DD' -> its weekday, None for no such date (year 0, Feb 30)
-_DATES_KEPT = 100_000
-
-
-def _weekday(day: str) -> str | None:
-    try:
-        return _DATES[day]
-    except KeyError:
-        pass
-    if len(_DATES) >= _DATES_KEPT:
-        _DATES.clear()
-    try:
-        found = _WEEKDAYS[date.fromisoformat(day).weekday()]
-    except ValueError:
-        found = None
-    _DATES[day] = found
-    return found
-
-
-def _timestamp_text(value: object) -> str | None:
-    """The COPY text of a UTC timestamp in a usual shape, None for any other value."""
-    if type(value) is not str:
-        return None
-    if _UTC_SHAPES.fullmatch(value):
-        if _weekday(value[:10]) is None:
-            return None
-        return value if value[-1] == "Z" else value + "+00"
-    match = _TWITTER_UTC.fullmatch(value)
-    if match:
-        day = f"{match[5]}-{_MONTHS[match[2]]}-{match[3]}"
-        if _weekday(day) == match[1]:
-            return f"{day} {match[4]}+00"
-    return None
-
-
-# a whole column of UTC shapes, each value followed by \x01 (which no value holds: counted first)
-_UTC_COLUMN = re.compile(rf"(?:(?:{_UTC_SHAPES.pattern})\x01)*", re.ASCII)
-
-
-def _utc_column(values: list) -> list[str] | None:
-    """The COPY texts of a column of UTC timestamps in the usual shapes, checked in one pass; None for a
-    column holding anything else."""
-    if set(map(type, values)) != {str}:
-        return None
-    joined = "\x01".join(values) + "\x01"
-    if joined.count("\x01") != len(values) or not _UTC_COLUMN.fullmatch(joined):
-        return None
-    if not all(_weekday(day) for day in {v[:10] for v in values}):
-        return None
-    if "Z" not in joined:
-        return [v + "+00" for v in values]
-    return [v if v[-1] == "Z" else v + "+00" for v in values]
-
-
 def _timestamptz(not_null: bool) -> Callable[[list], Fields]:
     convert = converter_for("timestamptz")
 
     def fields(values: list) -> Fields:
-        out = _utc_column(values) or list(map(_timestamp_text, values))
+        out = timestamp_texts(values)
         slow = [i for i, text in enumerate(out) if text is None]
         if not slow:
             return out, {}
@@ -298,5 +228,7 @@ class Plan:
             rowids = [rowid for i, rowid in enumerate(rowids) if i not in failures]
         # each line encoded on its own: one text of the whole batch would take 4 bytes a character as
         # soon as a single emoji is in it (measured: 12 MB more at the peak for 5,000 tweets)
-        data = b"".join(f"{chr(9).join(row)}\n".encode(encoding) for row in rows)
+        encode = str.encode if encoding == "utf-8" else lambda line: line.encode(encoding)
+        lines = list(map(encode, map("\t".join, rows)))
+        data = b"\n".join(lines) + b"\n" if lines else b""
         return Converted(data, rowids, dict(sorted(failures.items())))
