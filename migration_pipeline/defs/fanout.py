@@ -37,6 +37,10 @@ from .tables import (
     target_key,
 )
 
+# a big table's steps go before the small tables' when both are ready: the longest path of the run (the
+# executor otherwise starts them in graph order, and the ranges waited for every small table's step)
+FIRST = {"dagster/priority": "1"}
+
 
 def _load_id(context: OpExecutionContext) -> str:
     """The load every step of this run and of its re-executions share."""
@@ -51,7 +55,7 @@ def fanned_asset(spec: TableSpec) -> AssetsDefinition:
     # tables load; the publish, which adds the foreign keys, waits for the parents
     upstream = ["snapshot", *spec.parents]
 
-    @op(name=f"{table}__plan", ins={"snapshot": In(Nothing)}, out=DynamicOut(dict))
+    @op(name=f"{table}__plan", ins={"snapshot": In(Nothing)}, out=DynamicOut(dict), tags=FIRST)
     def plan(context: OpExecutionContext, migration: MigrationResource):
         rows = fan_out_setting().range_rows
         with Snapshot(migration.snapshot_path) as snapshot, migration.connection() as conn:
@@ -63,7 +67,7 @@ def fanned_asset(spec: TableSpec) -> AssetsDefinition:
         for rng in planned:
             yield DynamicOutput(rng.as_dict(), mapping_key=f"range_{rng.index}")
 
-    @op(name=f"{table}__range")
+    @op(name=f"{table}__range", tags=FIRST)
     def land(context: OpExecutionContext, migration: MigrationResource, rng: dict) -> dict:
         part = ranges.Range(**rng)
         with Snapshot(migration.snapshot_path) as snapshot, migration.connection() as conn:
@@ -86,7 +90,7 @@ def fanned_asset(spec: TableSpec) -> AssetsDefinition:
             "rejected_rows": landed.rejected_rows,
         }
 
-    @op(name=f"{table}__publish", ins={p: In(Nothing) for p in spec.parents}, out=Out(Nothing))
+    @op(name=f"{table}__publish", ins={p: In(Nothing) for p in spec.parents}, out=Out(Nothing), tags=FIRST)
     def publish(context: OpExecutionContext, migration: MigrationResource, landed: list[dict]) -> None:
         with Snapshot(migration.snapshot_path) as snapshot, migration.connection() as conn:
             try:
