@@ -4,6 +4,8 @@ and re-executing the Dagster run from failure lands only that range, then publis
 
 from __future__ import annotations
 
+import shutil
+import sqlite3
 import threading
 import time
 
@@ -67,11 +69,46 @@ def test_any_number_of_ranges_gives_what_one_stream_gives(conn, catalog, snap):
     load_table(conn, snap, catalog, "tweets", "one")
     expected = _outcome(conn, "one")
     assert expected[1], "the sample has bad tweets: quarantine must be compared too"
+    indexes = _indexes(conn)
     for rows in (700, 10**6):  # five ranges, one range
         _fanned(conn, snap, catalog, f"r{rows}", rows)
-        assert _outcome(conn, f"r{rows}") == expected
+        assert _outcome(conn, f"r{rows}") == expected and _indexes(conn) == indexes
     left = conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = %s", (shadow.SCHEMA,)).fetchall()
     assert left == [("loads",)]  # no shadow nor companions; the (empty) claims table stays
+
+
+def _indexes(conn) -> list[tuple]:
+    return conn.execute(
+        "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'public' AND tablename = 'tweets'"
+        " ORDER BY indexname"
+    ).fetchall()
+
+
+def test_a_row_no_index_can_hold_fails_the_early_build_not_the_load(conn, catalog, sample_db, tmp_path):
+    """The indexes are built on the ranges' shadow before the publish; one a row cannot go into (a text
+    too big for the full-text index) is left to the publish, which quarantines that row and builds it: the
+    table, quarantine and indexes a single stream gives."""
+    source = tmp_path / "huge.db"
+    shutil.copyfile(sample_db, source)
+    with sqlite3.connect(source) as db:
+        db.execute(
+            "INSERT INTO tweets (id, user_id, text, created_at) VALUES ('huge', 'u0', ?, 0)",
+            (" ".join(f"w{i}" for i in range(250_000)),),
+        )
+    db.close()
+    info = take_snapshot(source, tmp_path / "snapshot.db")
+    with Snapshot(info.path) as snap:
+        load_table(conn, snap, catalog, "users", "users")
+        load_table(conn, snap, catalog, "tweets", "one")
+        expected, indexes = _outcome(conn, "one"), _indexes(conn)
+        assert any(row[1] == "huge" and "too long for tsvector" in row[3] for row in expected[1])
+        planned = ranges.prepare(conn, snap, catalog, "tweets", "fanned", 1_000)
+        for rng in planned:
+            ranges.land(conn, snap, catalog, "tweets", "fanned", rng, "fanned")
+        with conn.transaction():
+            assert shadow.build_indexes(conn, "tweets") == ["idx_tweets_text"]  # the btrees could be built
+        ranges.publish(conn, snap, catalog, "tweets", "fanned", "fanned")
+    assert _outcome(conn, "fanned") == expected and _indexes(conn) == indexes
 
 
 def test_a_missing_range_keeps_the_old_content_until_it_lands(conn, catalog, snap):

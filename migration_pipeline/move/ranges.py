@@ -192,6 +192,9 @@ def publish(
     with privileges(conn):
         apply_schema(conn, catalog)
         phase.require_migrated(conn, f"load {table}")
+        with conn.transaction():  # the indexes first, outside the locks other loads wait for (shadow.py)
+            _claimed(conn, table, load_id, "SHARE")
+            shadow.build_indexes(conn, table)
         with conn.transaction(), Spool(columns) as spool:
             conn.execute(sql.SQL("LOCK TABLE {} IN EXCLUSIVE MODE").format(sql.Identifier(table)))
             planned, result.started_at = _claimed(conn, table, load_id, "UPDATE")  # the load began then

@@ -159,8 +159,10 @@ class Shadow:
         for kind in self.KINDS:
             if kind not in self.added:
                 self.add(kind)
-        for statement in _indexes(conn, self.spec.name):
-            conn.execute(statement)
+        built = _built(conn, shadow)
+        for name, statement in _indexes(conn, self.spec.name):
+            if name not in built:
+                conn.execute(statement)
         conn.execute(sql.SQL("ANALYZE {}").format(shadow))
         _carry_over(conn, self.spec, shadow, _live(self.spec.name))
 
@@ -188,15 +190,43 @@ def _constraints(conn: psycopg.Connection, spec: TableSpec, kinds: tuple[str, ..
     ]
 
 
-def _indexes(conn: psycopg.Connection, table: str) -> list[sql.Composable]:
-    """The live table's indexes that no constraint made, as statements on its shadow."""
+def build_indexes(conn: psycopg.Connection, table: str) -> list[str]:
+    """The live table's indexes that no constraint made, built on ``table``'s committed shadow (a fanned-out
+    load's, before its publish: the publish's transaction, which holds the locks other loads wait for, then
+    builds only what is missing); the names of those that could not be built (a row an index cannot hold:
+    the publish quarantines it and builds them). Call inside a transaction."""
+    enough_memory(conn)
+    built, failed = _built(conn, shadow_of(table)), []
+    for name, statement in _indexes(conn, table):
+        if name in built:
+            continue
+        try:
+            with conn.transaction():
+                conn.execute(statement)
+        except (psycopg.DataError, psycopg.errors.ProgramLimitExceeded):
+            failed.append(name)
+    return failed
+
+
+def _built(conn: psycopg.Connection, shadow: sql.Identifier) -> set[str]:
+    """The names of the indexes ``shadow`` has."""
+    rows = conn.execute(
+        "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE i.indrelid = %s::regclass",
+        (shadow.as_string(conn),),
+    )
+    return {name for (name,) in rows}
+
+
+def _indexes(conn: psycopg.Connection, table: str) -> list[tuple[str, sql.Composable]]:
+    """The live table's indexes that no constraint made: (name, the statement that builds it on the shadow)."""
     return [
-        sql.SQL(definition)
-        for (definition,) in conn.execute(
-            "SELECT replace(pg_get_indexdef(i.indexrelid),"
+        (name, sql.SQL(definition))
+        for name, definition in conn.execute(
+            "SELECT x.relname, replace(pg_get_indexdef(i.indexrelid),"
             "  ' ON ' || quote_ident(n.nspname) || '.' || quote_ident(c.relname) || ' ',"
             "  ' ON ' || quote_ident(%s) || '.' || quote_ident(c.relname) || ' ')"
             " FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " JOIN pg_class x ON x.oid = i.indexrelid"
             " WHERE i.indrelid = %s AND NOT EXISTS (SELECT FROM pg_constraint k WHERE k.conindid = i.indexrelid"
             "                                       AND k.conrelid = i.indrelid)"
             " ORDER BY i.indexrelid",
