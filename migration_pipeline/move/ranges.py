@@ -8,7 +8,8 @@ Out: :func:`prepare` -> the :class:`Range` list, after creating the table's shad
      (``migration_stage.loads``); :func:`land` converts and COPYs one range into the shadow and records its
      rejected rows and itself, in one transaction: a range lands whole or not at all, and a range that
      landed is not staged again (so re-running a failed load redoes only the ranges that did not land);
-     :func:`publish` checks that every range landed, then does what a single-stream load does once its rows
+     :func:`publish` builds the table's indexes on the shadow (its own transaction: the locks other loads
+     wait for are not held meanwhile), checks that every range landed, then does what a single-stream load does once its rows
      are staged (load.py: quarantine, checksum, keys, indexes, the swap, the audit records), in one
      transaction. Readers keep the old content until then; a failure anywhere leaves the old content, and
      the shadow and its companions for a re-run to carry on, or for the next load to drop.

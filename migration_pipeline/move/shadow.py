@@ -8,7 +8,8 @@ Out: :meth:`Shadow.create` makes ``migration_stage.<table>``, shaped like the li
      CHECKs, foreign keys and keys to it as it goes (:meth:`Shadow.add`: PostgreSQL validates each with
      the scan or join a quarantine query would make, so quarantine only queries when one fails).
      :meth:`Shadow.swap_in` then builds the live table's indexes from their catalog definitions (what
-     ``schema/`` created), refreshes its statistics, and in one short step under an ACCESS
+     ``schema/`` created; those a fanned-out load built beforehand, :func:`build_indexes`, are kept),
+     refreshes its statistics, and in one short step under an ACCESS
      EXCLUSIVE lock gives it the live table's owner, grants, comment and SERIAL sequences, drops the live
      table and moves the shadow into its place. Readers keep the old content until that step; a
      failure anywhere rolls the whole transaction back: the old table, and no shadow.
