@@ -14,10 +14,10 @@ from migration_pipeline.connect.target import conninfo
 from migration_pipeline.move import audit, changes, checksums, guard, phase
 from migration_pipeline.move.load import load_table
 from migration_pipeline.move.source import Snapshot
-from migration_pipeline.switch import finalize
+from migration_pipeline.switch import delta, finalize
 from migration_pipeline.watch import loadgen
 
-from .helpers import failures, migrate, silently
+from .helpers import editable_copy, failures, migrate, silently, sqlite_exec
 
 
 @pytest.fixture
@@ -107,21 +107,27 @@ def test_the_apps_writes_are_hashed_alike_whatever_its_session_settings(conn, ca
     assert ("tweets", "content_parity") in failures(conn, catalog, proven)
 
 
-def test_a_baseline_recorded_by_an_earlier_version_is_still_verified(conn, catalog, proven, settings):
-    """rowmd5-v1 baselines (rows rendered under fixed settings) stay verifiable as they were taken, with
-    the triggers installed alongside them; a sync refuses to carry them forward."""
+@pytest.mark.parametrize("version", [checksums.LEGACY, checksums.V2])
+def test_a_baseline_recorded_by_an_earlier_version_is_still_verified(
+    conn, catalog, proven, settings, version
+):
+    """rowmd5-v1 (rows rendered under fixed settings) and rowmd5-v2 (md5 of the row's text) baselines stay
+    verifiable as they were taken, with the triggers installed alongside them; a sync refuses to carry
+    them forward."""
     spec = catalog.table("tweets")
     load = audit.latest_load(conn, "tweets")
     columns = checksums.Checksum.parse(load["checksum"]).columns
-    legacy = checksums.table_checksum(conn, spec, columns, checksums.LEGACY)
+    legacy = checksums.table_checksum(conn, spec, columns, version)
     assert legacy.total != checksums.table_checksum(conn, spec, columns).total
     with conn.transaction():
         conn.execute(
             "UPDATE migration_audit.table_loads SET checksum = %s WHERE run_id = %s AND table_name = 'tweets'",
             (str(legacy), load["run_id"]),
         )
-        changes.install(conn, spec, columns, checksums.LEGACY)
+        changes.install(conn, spec, columns, version)
     assert failures(conn, catalog, proven) == {}
+    with pytest.raises(delta.DeltaError, match=f"recorded a {version} checksum"):
+        delta._check_preconditions(conn, catalog, load["snapshot_sha256"])
     phase.declare(conn, phase.SWITCHED, by="test")
     with psycopg.connect(conninfo(settings), autocommit=True) as app:
         app.execute("SET TimeZone = 'America/New_York'")
@@ -131,6 +137,33 @@ def test_a_baseline_recorded_by_an_earlier_version_is_still_verified(conn, catal
     assert failures(conn, catalog, proven) == {}
     phase.declare(conn, phase.MIGRATED, by="test")
     assert ("tweets", "content_parity") in failures(conn, catalog, proven)
+
+
+UNSEEN = {  # changes a checksum built from the columns' hashes by a linear sum, or from jsonb's hash, would miss
+    "texts swapped between two tweets": "UPDATE tweets t SET text = o.text FROM tweets o"
+    " WHERE t.id IN ('odd-a', 'odd-b') AND o.id IN ('odd-a', 'odd-b') AND t.id <> o.id",
+    "JSON containers regrouped, scalars in order": "UPDATE tweets SET metadata = '{\"a\": [[1, 2]]}' WHERE id = 'odd-a'",
+    # 2^34 + 4 microseconds flip bit 2 of both halves of this moment's 64 bits: timestamptz's own hash,
+    # which xors the halves, is unchanged
+    "timestamp moved by 2^34 + 4 microseconds": "UPDATE tweets SET created_at = created_at"
+    " + interval '17179869188 microseconds' WHERE id = 'odd-b'",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list(UNSEEN))
+def test_a_change_the_log_misses_fails_the_checksum(name, conn, catalog, sample_db, tmp_path):
+    """What the change log does not see (triggers off, like a restore or a rogue writer) shows in the
+    checksum alone: also values swapped between rows, JSON regrouped, a timestamp whose 64 bits fold to
+    the same 32."""
+    source = editable_copy(sample_db, tmp_path / "odd.db")
+    sqlite_exec(source, "INSERT INTO tweets (id, user_id, text, created_at, metadata) VALUES"
+         " ('odd-a', 'u0', 'first', '2024-03-05 17:21:08', '{\"a\": [[1], 2]}'),"
+         " ('odd-b', 'u0', 'second', '2024-03-05 17:21:08', NULL)")  # fmt: skip
+    migrate(conn, catalog, source, "run-1", tmp_path)
+    snapshot = tmp_path / "run-1.snapshot.db"
+    assert failures(conn, catalog, snapshot) == {}
+    silently(conn, UNSEEN[name])
+    assert ("tweets", "content_parity") in failures(conn, catalog, snapshot)
 
 
 def test_a_change_before_the_declaration_stays_unexplained(conn, catalog, proven, settings):

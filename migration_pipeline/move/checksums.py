@@ -2,15 +2,19 @@
 
 In:  a relation (the load's staging table, holding the converted source rows that were loaded, or the
      target table) and the columns to cover.
-Out: :func:`checksum` -> ``rowmd5-v2;rows=N;sum=S;columns=a,b`` (the sum of the first 64 bits of the
-     md5 of each row's text, so row order does not matter and a duplicated row does not cancel out);
+Out: :func:`checksum` -> ``rowhash-v3;rows=N;sum=S;columns=a,b`` (the sum of each row's 64-bit hash, so
+     row order does not matter and a duplicated row does not cancel out);
      the load records it over its staging table, the delta carries it forward, the checks compare it with
      :func:`table_checksum` of the stored rows; :func:`row_hash` is a row's part of it (also logged by the
-     change log's triggers, on every write of the app). A row's text is the same in every session: a
-     timestamptz is rendered as its epoch, the only column type whose text depends on session settings,
-     so no setting has to be fixed (a trigger function with SET clauses costs the app's every write).
-     ``rowmd5-v1`` checksums, recorded by earlier versions, rendered rows under :data:`FIXED_RENDERING`;
-     they are still verified as they were taken (the checks and the triggers installed with them).
+     change log's triggers, on every write of the app). A row's hash is PostgreSQL's
+     ``hash_record_extended`` of its values, hashed once more as text (so the sum is no linear function
+     of the columns' hashes: values swapped between rows change it), with a jsonb hashed as its text
+     (jsonb's own hash leaves out where containers end) and a timestamptz as its epoch (its own hash
+     folds 64 bits into 32): the same in every session, with no setting to fix (a trigger function with
+     SET clauses costs the app's every write), and half the cost of an md5 of the row's text (1M tweets:
+     0.66 s against 1.32 s). Checksums recorded by earlier versions are still verified as they were
+     taken (the checks and the triggers installed with them): ``rowmd5-v2``, the md5 of the row's text
+     with a timestamptz as its epoch, and ``rowmd5-v1``, rendered under :data:`FIXED_RENDERING`.
 Fails: psycopg errors propagate.
 """
 
@@ -24,7 +28,8 @@ from psycopg import sql
 
 from ..catalog import TableSpec
 
-VERSION = "rowmd5-v2"
+VERSION = "rowhash-v3"
+V2 = "rowmd5-v2"  # the md5 of a row's text, a timestamptz as its epoch (2026-11-29 to 2026-12-06)
 LEGACY = "rowmd5-v1"  # rows rendered under FIXED_RENDERING (before 2026-11-29)
 ALL_ROWS = sql.SQL("true")
 
@@ -42,7 +47,7 @@ class Checksum:
     @classmethod
     def parse(cls, text: str) -> Checksum:
         version = text.split(";", 1)[0]
-        if version not in (VERSION, LEGACY):
+        if version not in (VERSION, V2, LEGACY):
             raise ValueError(f"unknown checksum format {text[:40]!r}")
         parts = dict(p.split("=", 1) for p in text.split(";")[1:])
         columns = tuple(c for c in parts["columns"].split(",") if c)
@@ -67,18 +72,27 @@ def fixed_rendering_clauses() -> sql.Composable:
     )
 
 
+# how a version hashes a column of a kind other than as it is
+_EPOCH = sql.SQL("extract(epoch FROM {})")
+_RENDERING = {VERSION: {"timestamptz": _EPOCH, "jsonb": sql.SQL("{}::text")}, V2: {"timestamptz": _EPOCH}}
+
+
 def row_hash(spec: TableSpec, columns: Sequence[str], alias: str, version: str = VERSION) -> sql.Composable:
     """The 64-bit hash of a row of ``spec``'s table over ``columns`` (the unit of :class:`Checksum`).
     Zero when no column is covered. A LEGACY hash needs its callers to render under FIXED_RENDERING."""
     if not columns:
         return sql.SQL("0")
-    timestamps = {c.name for c in spec.columns if c.kind == "timestamptz"} if version == VERSION else set()
+    kinds = {c.name: c.kind for c in spec.columns}
+    rendering = _RENDERING.get(version, {})
 
     def rendered(column: str) -> sql.Composable:
         value = sql.SQL("{}.{}").format(sql.Identifier(alias), sql.Identifier(column))
-        return sql.SQL("extract(epoch FROM {})").format(value) if column in timestamps else value
+        how = rendering.get(kinds[column])
+        return value if how is None else how.format(value)
 
     cols = sql.SQL(", ").join(rendered(c) for c in columns)
+    if version == VERSION:
+        return sql.SQL("hashtextextended(hash_record_extended(ROW({}), 0)::text, 0)").format(cols)
     return sql.SQL("('x' || left(md5(ROW({})::text), 16))::bit(64)::bigint").format(cols)
 
 

@@ -87,11 +87,15 @@ def _check_preconditions(conn, catalog: Catalog, identity: str) -> dict[str, dic
             f"the baseline snapshot is not what {', '.join(stale)} were last loaded from (another snapshot "
             "was taken since, or a table was loaded from elsewhere): run a full migration"
         )
-    legacy = [t for t in catalog.names if (loads[t]["checksum"] or "").startswith(checksums.LEGACY + ";")]
-    if legacy:
+    earlier = {
+        t: loads[t]["checksum"].split(";", 1)[0]
+        for t in catalog.names
+        if loads[t]["checksum"] and not loads[t]["checksum"].startswith(checksums.VERSION + ";")
+    }
+    if earlier:
         raise DeltaError(
-            f"the last load of {', '.join(legacy)} recorded a {checksums.LEGACY} checksum (an earlier version of "
-            "this tool), which a sync cannot carry forward: run a full migration"
+            f"the last load of {', '.join(earlier)} recorded a {', '.join(sorted(set(earlier.values())))} "
+            "checksum (an earlier version of this tool), which a sync cannot carry forward: run a full migration"
         )
     untracked = conn.execute(
         sql.SQL(
