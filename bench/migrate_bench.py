@@ -29,7 +29,8 @@ each rejected row, which takes minutes at 1M tweets.
 It prints seconds, rows/s (rows read: the CSV's for a/b, the source's for c/d), the ratio to (a) and
 the peak RSS of the measured processes (psql, pgloader, the project's child and, for (e), every step
 process: the largest VmHWM of any one of them, not the server's), per run and as a summary table of medians, with the machine's load average. ``--profile``
-adds one run of (d) with ``pg_stat_statements.track = all``: its statements by total time. ``--checks``
+adds one run of (d) with ``pg_stat_statements.track = all``: its statements by total time, and the client's
+side of the tweets' ``COPY`` timed alone on its snapshot (reading SQLite; reading and converting). ``--checks``
 times the checks of ``tweets`` on the last (d) database, each check step a process, as Dagster runs them.
 
 ``--phase migrate`` (other harnesses time the migration alone with it) migrates S into database D
@@ -184,6 +185,8 @@ class Bench:
         _floor.checkpoint(self.server)
         run, _ = self.migrate_child(source, database)
         rows = _project.statements(self.server, database)
+        alone = _floor.run([sys.executable, __file__, "--phase", "convert", "--snapshot",
+                            str(self.work / f"{database}.snapshot.db")])  # fmt: skip
         self.forget(database)
         top = sum(r[2] for r in rows if r[0])
         print(f"\n  profile (d), pg_stat_statements.track = all: {run.seconds:.1f} s wall, {top:.1f} s in top-level "
@@ -192,6 +195,9 @@ class Bench:
         for toplevel, calls, seconds, nrows, query in rows[:20]:
             print(f"    {'top' if toplevel else 'nested':<6} {calls:>8,} {seconds:>8.2f} "
                   f"{100 * seconds / run.seconds:>5.1f}% {nrows:>10,}  {query}")  # fmt: skip
+        print(
+            f"  the client's side of the tweets COPY timed alone (no server), best of 3: {alone.out.strip()}"
+        )
 
     def source(self, name: str) -> list[Result]:
         source = self.work / f"bench-{name}-{self.args.users}-{self.args.tweets}.db"
@@ -292,6 +298,9 @@ def main() -> int:
         return 0
     if args.phase == "dagster":
         _project.migrate_dagster(args.source, args.database, args.snapshot, args.workers, args.range_rows)
+        return 0
+    if args.phase == "convert":
+        _project.convert_alone(args.snapshot, "tweets")
         return 0
     if args.phase == "check":
         _project.check(args.database, args.snapshot, "tweets", args.group)
