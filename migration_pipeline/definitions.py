@@ -26,6 +26,11 @@ _EXECUTION = Selector(
 )
 
 
+# what each step process would otherwise import again: the code location, and the instance's storage
+# (dagster-postgres, SQLAlchemy: 0.36 s of every step's start, by hand; `make run` 24.9 -> 15.9 s)
+PRELOADED = ["migration_pipeline.definitions", "migration_pipeline.defs.instance_storage"]
+
+
 @configured(multi_or_in_process_executor, config_schema=Field(_EXECUTION, default_value={"multiprocess": {}}))
 def executor(config: dict) -> dict:
     """Dagster's multiprocess executor, each step forked from a process that imported Dagster and this
@@ -34,7 +39,7 @@ def executor(config: dict) -> dict:
     ``{"execution": {"config": {"multiprocess": {"max_concurrent": 4}}}}`` or ``{"in_process": {}}``."""
     if "in_process" in config:
         return config
-    start = {"forkserver": {"preload_modules": ["migration_pipeline.definitions"]}}
+    start = {"forkserver": {"preload_modules": PRELOADED}}
     return {"multiprocess": {"start_method": start, **config["multiprocess"]}}
 
 
