@@ -6,7 +6,7 @@ PORT ?= 3000
 
 .PHONY: setup run test ui bench pg-stop
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml setup.py $(wildcard migration_pipeline/move/csrc/*)
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e ".[dev]"

@@ -7,7 +7,8 @@ close to the fast paths' shapes and just outside them (February 30, 24:00, leap 
 fractional digits, offsets, Twitter dates with wrong weekdays, exponents, ``\\u0000`` and surrogate
 escapes, deep and long JSON, NUL, tabs, backslashes, varchar's limit, integer bounds, odd booleans),
 staged both ways into a real PostgreSQL under a session time zone with a half-hour offset. The staged
-rows and the spooled rejections must be identical.
+rows and the spooled rejections must be identical. Every test runs twice: with the compiled fast paths
+(move/csrc/, which setup.py builds: a build that failed fails here) and with the Python ones they replace.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import string
 import tracemalloc
 from unittest.mock import patch
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from psycopg import sql
@@ -25,6 +27,7 @@ from psycopg.adapt import Dumper
 from psycopg.pq import Format
 
 from migration_pipeline.connect.target import connect
+from migration_pipeline.move import native
 from migration_pipeline.move import stage as stage_module
 from migration_pipeline.move.audit import Rejection
 from migration_pipeline.move.convert import Rejected, converter_for, show
@@ -33,6 +36,16 @@ from migration_pipeline.move.source import Snapshot
 from migration_pipeline.move.stage import Spool, create_stage, drop_stage, plan, stage_rows
 
 TABLES = ("tweets", "analysis_queue")
+
+
+@pytest.fixture(autouse=True, params=["compiled", "python"])
+def fast_paths(request, monkeypatch) -> str:
+    if request.param == "compiled":
+        assert native.compiled is not None, "the compiled fast paths did not build (setup.py, move/csrc/)"
+    else:
+        monkeypatch.setattr(native, "compiled", None)
+    return request.param
+
 
 _digits = st.integers(0, 99).map(lambda n: f"{n:02d}")
 _dates = st.tuples(st.integers(0, 10000), st.integers(0, 13), st.integers(0, 32)).map(

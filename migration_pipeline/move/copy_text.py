@@ -8,7 +8,9 @@ Out: :meth:`Plan.convert` -> :class:`Converted`: the COPY text (``COPY ... FROM 
      them: every column takes a fast path for the shapes apps write (a whole column of plain text checked
      in one pass, JSON parsed without the re-checks it passes anyway, the usual timestamps and epoch
      numbers read without ``datetime`` by copy_time.py), and anything else goes value by value through
-     convert.py.
+     convert.py. Where setup.py built them (native.py), compiled fast paths (csrc/) answer in their place,
+     exactly as these do (test_copy_fast.py, and this module's tests run both ways): a million tweets'
+     conversion in 0.9 s of CPU instead of 3.0 s.
 Fails: never for a value: a converter's :class:`~migration_pipeline.move.convert.Rejected`, or any other
      exception from it (a bug must cost one row, never the table), is that row's failure.
 """
@@ -22,6 +24,7 @@ from operator import itemgetter
 import orjson
 
 from ..catalog import Column
+from . import native
 from .convert import INT4_MAX, INT4_MIN, MAX_JSON_DEPTH, Rejected, converter_for
 from .copy_time import timestamp_texts
 
@@ -96,22 +99,36 @@ def _strings(values: list, not_null: bool) -> list[str] | None:
     return None
 
 
-def _as_fields(values: list, texts: list[str], joined: str) -> Fields:
-    """A text column that passed its checks as COPY fields (``joined``: its ``texts`` joined)."""
-    if _any_special(joined):
+def _scan(values: list, not_null: bool) -> tuple[int, bool, bool, bool] | None:
+    """For a column of texts (and NULLs where it takes them): the longest text's length, whether one holds
+    NUL, whether one holds what COPY escapes, whether a value is NULL. None for any other column."""
+    compiled = native.compiled
+    if compiled is not None:
+        return compiled.scan_texts(values, not not_null)
+    texts = _strings(values, not_null)
+    if texts is None:
+        return None
+    joined = "\x01".join(texts)
+    return max(map(len, texts)), "\x00" in joined, _any_special(joined), len(texts) < len(values)
+
+
+def _as_fields(values: list, special: bool, nulls: bool) -> Fields:
+    """A text column that passed its checks as COPY fields (``special``: a value holds what COPY escapes;
+    ``nulls``: a value is NULL)."""
+    if special:
         values = [None if v is None else escape(v) for v in values]
-    return ([NULL if v is None else v for v in values] if len(texts) < len(values) else values), {}
+    return ([NULL if v is None else v for v in values] if nulls else values), {}
 
 
 def _text(max_length: int | None, not_null: bool) -> Callable[[list], Fields]:
     convert = converter_for("text", max_length)
 
     def fields(values: list) -> Fields:
-        texts = _strings(values, not_null)
-        if texts is not None:
-            joined = "\x01".join(texts)
-            if "\x00" not in joined and (max_length is None or max(map(len, texts)) <= max_length):
-                return _as_fields(values, texts, joined)
+        scanned = _scan(values, not_null)
+        if scanned is not None:
+            longest, nul, special, nulls = scanned
+            if not nul and (max_length is None or longest <= max_length):
+                return _as_fields(values, special, nulls)
         return _each(convert, escape, not_null, values)
 
     return fields
@@ -121,18 +138,22 @@ def _json(not_null: bool) -> Callable[[list], Fields]:
     convert, loads = converter_for("jsonb"), orjson.loads
 
     def fields(values: list) -> Fields:
-        texts = _strings(values, not_null)
-        if texts is not None:
+        scanned = _scan(values, not_null)
+        if scanned is not None:
+            _, _, special, nulls = scanned
+            compiled = native.compiled
+            if compiled is not None and compiled.json_certain(values) < 0:
+                return _as_fields(values, special, nulls)
             # convert_json's own checks pass: no \u0000, too short to nest too deep, and orjson reads it
-            joined = "\x01".join(texts)
-            if max(map(len, texts)) <= 2 * MAX_JSON_DEPTH and "\\u0000" not in joined:
+            texts = [v for v in values if v is not None] if nulls else values
+            if max(map(len, texts)) <= 2 * MAX_JSON_DEPTH and "\\u0000" not in "\x01".join(texts):
                 try:
                     for text in texts:
                         loads(text)
                 except orjson.JSONDecodeError:
                     pass
                 else:
-                    return _as_fields(values, texts, joined)
+                    return _as_fields(values, special, nulls)
         return _each(convert, escape, not_null, values)
 
     return fields
@@ -175,7 +196,10 @@ def _timestamptz(not_null: bool) -> Callable[[list], Fields]:
 
     def fields(values: list) -> Fields:
         out = timestamp_texts(values)
-        slow = [i for i, text in enumerate(out) if text is None]
+        compiled = native.compiled
+        slow = (
+            [i for i, text in enumerate(out) if text is None] if compiled is None else compiled.missing(out)
+        )
         if not slow:
             return out, {}
         others, failed = _each(
@@ -210,10 +234,10 @@ class Plan:
     ) -> Converted:
         """``batch``'s rows as COPY text in ``encoding`` (the connection's; see module doc); ``skip``:
         rowid -> (column, error) of rows to fail without converting them."""
-        rowids = [row[0] for row in batch]
-        columns, failures = [list(map(str, rowids))], {}
-        for index, (name, fields) in enumerate(zip(self.names, self._fields, strict=True), start=1):
-            values = list(map(itemgetter(index), batch))
+        by_column = _transposed(batch, 1 + len(self.names))
+        rowids = by_column[0]
+        columns, failures = [rowids], {}
+        for values, name, fields in zip(by_column[1:], self.names, self._fields, strict=True):
             out, failed = fields(values)
             columns.append(out)
             for i, err in failed.items():
@@ -222,13 +246,32 @@ class Plan:
             for i, rowid in enumerate(rowids):
                 if rowid in skip:
                     failures[i] = (*skip[rowid], None)
-        rows = zip(*columns, strict=True)
-        if failures:  # a failed row has None for its failed values: not joined
-            rows = (row for i, row in enumerate(rows) if i not in failures)
+        data = _lines(columns, failures, encoding)
+        if failures:
             rowids = [rowid for i, rowid in enumerate(rowids) if i not in failures]
-        # each line encoded on its own: one text of the whole batch would take 4 bytes a character as
-        # soon as a single emoji is in it (measured: 12 MB more at the peak for 5,000 tweets)
-        encode = str.encode if encoding == "utf-8" else lambda line: line.encode(encoding)
-        lines = list(map(encode, map("\t".join, rows)))
-        data = b"\n".join(lines) + b"\n" if lines else b""
         return Converted(data, rowids, dict(sorted(failures.items())))
+
+
+def _transposed(batch: Sequence[tuple], width: int) -> list[list]:
+    """``batch``'s rows (of ``width`` values) as columns."""
+    compiled = native.compiled
+    if compiled is not None and isinstance(batch, list):
+        return compiled.columns(batch, width)
+    return [list(map(itemgetter(index), batch)) for index in range(width)]
+
+
+def _lines(columns: list[list], failures: dict[int, object], encoding: str) -> bytes:
+    """The COPY lines of the rows of ``columns`` (the rowids first) but ``failures``' (whose failed values
+    are None), in ``encoding``."""
+    compiled = native.compiled
+    if compiled is not None and encoding == "utf-8":
+        return compiled.copy_lines(columns, set(failures) or None)
+    columns[0] = list(map(str, columns[0]))
+    rows = zip(*columns, strict=True)
+    if failures:
+        rows = (row for i, row in enumerate(rows) if i not in failures)
+    # each line encoded on its own: one text of the whole batch would take 4 bytes a character as soon as
+    # a single emoji is in it (measured: 12 MB more at the peak for 5,000 tweets)
+    encode = str.encode if encoding == "utf-8" else lambda line: line.encode(encoding)
+    lines = list(map(encode, map("\t".join, rows)))
+    return b"\n".join(lines) + b"\n" if lines else b""

@@ -1,0 +1,10 @@
+/* The compiled COPY fast paths (see module.c): what each file gives the module. */
+#ifndef COPY_FAST_H
+#define COPY_FAST_H
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+PyObject *timestamp_texts(PyObject *self, PyObject *values); /* time.c */
+PyObject *json_certain(PyObject *self, PyObject *texts);     /* json.c */
+
+#endif
