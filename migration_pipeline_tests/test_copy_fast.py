@@ -214,7 +214,7 @@ def _kept(text: str) -> bool:
 @settings(max_examples=2_000, deadline=None)
 @given(_json_texts)
 def test_json_it_vouches_for_is_kept_as_it_is(text):
-    if compiled.json_certain([text]) < 0:
+    if not _json_slow([text]):
         assert _kept(text), text
 
 
@@ -226,7 +226,7 @@ def test_it_vouches_for_the_json_apps_write(doc, ascii_only):
     text = json.dumps(doc, ensure_ascii=ascii_only)
     if "\\u0000" in text or any(len(n) > 100 or _exponent(n) > 200 for n in _numbers(doc)):
         return
-    assert compiled.json_certain([text]) == -1, text
+    assert _json_slow([text]) == [], text
 
 
 def _exponent(number: str) -> int:
@@ -239,10 +239,17 @@ def _numbers(doc) -> list[str]:
     return [json.dumps(doc)] if isinstance(doc, int | float) and not isinstance(doc, bool) else []
 
 
-def test_the_first_text_it_cannot_vouch_for():
-    assert compiled.json_certain(["{}", "[1]", "[1,]", "{'a': 1}"]) == 2
-    assert compiled.json_certain(["{}", 5]) == 1
-    assert compiled.json_certain([]) == -1
+def _json_slow(values: list) -> list[int]:
+    return compiled.texts_slow(values, True, -1, True)[0]
+
+
+def test_the_json_texts_it_leaves_to_convert_py():
+    assert compiled.texts_slow(["{}", "[1]", "[1,]", "{'a': 1}", None, 5, '"a\\tb"'], True, -1, True) == (
+        [2, 3, 5],
+        True,
+        True,
+    )
+    assert compiled.texts_slow(["{}", None], False, -1, True) == ([1], False, False)
 
 
 # --- text columns and COPY lines ------------------------------------------------------------------------
@@ -251,9 +258,26 @@ _field_texts = st.text(alphabet="ab\t\n\r\\\x00é東😀 N\x7f\xff\u0100", max_s
 
 
 @settings(max_examples=500, deadline=None)
-@given(st.lists(st.one_of(_field_texts, st.none(), st.just(3)), max_size=20), st.booleans())
-def test_text_checks_as_copy_text_makes_them(values, not_null):
-    assert compiled.scan_texts(values, not not_null) == _python(copy_text._scan, values, not_null)
+@given(
+    st.lists(st.one_of(_field_texts, st.none(), st.just(3), st.just(b"x")), max_size=20),
+    st.booleans(),
+    st.sampled_from([-1, 0, 3, 12]),
+)
+def test_the_texts_it_keeps_as_they_are(values, nulls_allowed, max_length):
+    """A text is kept when it holds no NUL and is short enough, a NULL where the column takes them;
+    anything else goes one by one through convert.py. (Whether a kept text and its escaping load as
+    convert.py's would: test_copy_text.py, through PostgreSQL.)"""
+
+    def kept(v) -> bool:
+        if v is None:
+            return nulls_allowed
+        return type(v) is str and "\x00" not in v and (max_length < 0 or len(v) <= max_length)
+
+    slow = [i for i, v in enumerate(values) if not kept(v)]
+    texts = [v for v in values if kept(v) and v is not None]
+    special = copy_text._any_special("".join(texts))
+    nulls = any(v is None for v in values) and nulls_allowed
+    assert compiled.texts_slow(values, nulls_allowed, max_length, False) == (slow, special, nulls)
 
 
 @settings(max_examples=300, deadline=None)

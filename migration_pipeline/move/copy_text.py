@@ -99,71 +99,91 @@ def _strings(values: list, not_null: bool) -> list[str] | None:
     return None
 
 
-def _scan(values: list, not_null: bool) -> tuple[int, bool, bool, bool] | None:
-    """For a column of texts (and NULLs where it takes them): the longest text's length, whether one holds
-    NUL, whether one holds what COPY escapes, whether a value is NULL. None for any other column."""
-    compiled = native.compiled
-    if compiled is not None:
-        return compiled.scan_texts(values, not not_null)
-    texts = _strings(values, not_null)
-    if texts is None:
-        return None
+def _scan(texts: list[str]) -> tuple[int, bool, bool]:
+    """The longest of ``texts``' lengths, whether one holds NUL, whether one holds what COPY escapes."""
     joined = "\x01".join(texts)
-    return max(map(len, texts)), "\x00" in joined, _any_special(joined), len(texts) < len(values)
+    return max(map(len, texts)), "\x00" in joined, _any_special(joined)
 
 
-def _as_fields(values: list, special: bool, nulls: bool) -> Fields:
-    """A text column that passed its checks as COPY fields (``special``: a value holds what COPY escapes;
-    ``nulls``: a value is NULL)."""
+def _as_fields(values: list, special: bool, nulls: bool) -> list[str | None]:
+    """Texts kept as they are as COPY fields (``special``: a text holds what COPY escapes; ``nulls``: a
+    value is NULL); anything else stays as it is, for :func:`_fill` to replace."""
     if special:
-        values = [None if v is None else escape(v) for v in values]
-    return ([NULL if v is None else v for v in values] if nulls else values), {}
+        values = [escape(v) if type(v) is str else v for v in values]
+    return [NULL if v is None else v for v in values] if nulls else values
+
+
+def _fill(out: list, values: list, slow: list[int], convert, render, not_null: bool) -> Fields:
+    """``out`` with the values at the indexes ``slow`` converted one by one (:func:`_each`)."""
+    if not slow:
+        return out, {}
+    out = out if out is not values else list(values)
+    others, failed = _each(convert, render, not_null, [values[i] for i in slow])
+    for i, text in zip(slow, others, strict=True):
+        out[i] = text
+    return out, {slow[k]: err for k, err in failed.items()}
+
+
+def _texts(max_length: int | None, not_null: bool, json: bool):
+    """The compiled path of a text or JSON column: each text it vouches for kept as it is, the others (and
+    anything not a text) one by one through convert.py."""
+    convert = converter_for("jsonb" if json else "text", max_length)
+    limit = -1 if max_length is None else max_length
+
+    def fields(values: list) -> Fields:
+        slow, special, nulls = native.compiled.texts_slow(values, not not_null, limit, json)
+        return _fill(_as_fields(values, special, nulls), values, slow, convert, escape, not_null)
+
+    return fields
 
 
 def _text(max_length: int | None, not_null: bool) -> Callable[[list], Fields]:
-    convert = converter_for("text", max_length)
+    convert, compiled = converter_for("text", max_length), _texts(max_length, not_null, False)
 
     def fields(values: list) -> Fields:
-        scanned = _scan(values, not_null)
-        if scanned is not None:
-            longest, nul, special, nulls = scanned
+        if native.compiled is not None:
+            return compiled(values)
+        texts = _strings(values, not_null)
+        if texts is not None:
+            longest, nul, special = _scan(texts)
             if not nul and (max_length is None or longest <= max_length):
-                return _as_fields(values, special, nulls)
+                return _as_fields(values, special, len(texts) < len(values)), {}
         return _each(convert, escape, not_null, values)
 
     return fields
 
 
 def _json(not_null: bool) -> Callable[[list], Fields]:
-    convert, loads = converter_for("jsonb"), orjson.loads
+    convert, loads, compiled = converter_for("jsonb"), orjson.loads, _texts(None, not_null, True)
 
     def fields(values: list) -> Fields:
-        scanned = _scan(values, not_null)
-        if scanned is not None:
-            _, _, special, nulls = scanned
-            compiled = native.compiled
-            if compiled is not None and compiled.json_certain(values) < 0:
-                return _as_fields(values, special, nulls)
-            # convert_json's own checks pass: no \u0000, too short to nest too deep, and orjson reads it
-            texts = [v for v in values if v is not None] if nulls else values
-            if max(map(len, texts)) <= 2 * MAX_JSON_DEPTH and "\\u0000" not in "\x01".join(texts):
+        if native.compiled is not None:
+            return compiled(values)
+        texts = _strings(values, not_null)
+        # convert_json's own checks pass: no \u0000, too short to nest too deep, and orjson reads it
+        if texts is not None and max(map(len, texts)) <= 2 * MAX_JSON_DEPTH:
+            _, _, special = _scan(texts)
+            if "\\u0000" not in "\x01".join(texts):
                 try:
                     for text in texts:
                         loads(text)
                 except orjson.JSONDecodeError:
                     pass
                 else:
-                    return _as_fields(values, special, nulls)
+                    return _as_fields(values, special, len(texts) < len(values)), {}
         return _each(convert, escape, not_null, values)
 
     return fields
 
 
 _BOOLEAN_TEXT = {0: "f", 1: "t", "0": "f", "1": "t", "true": "t", "false": "f"}
+_INT_OR_STR = (int, str)
 
 
 def _boolean(not_null: bool) -> Callable[[list], Fields]:
-    convert = converter_for("boolean")
+    """0/1 and the texts '0', '1', 'true', 'false' by a lookup; anything else ('TRUE', 2, a NULL where
+    none is allowed) one by one through convert.py."""
+    convert, get = converter_for("boolean"), _BOOLEAN_TEXT.get
 
     def fields(values: list) -> Fields:
         types = set(map(type, values))
@@ -171,8 +191,13 @@ def _boolean(not_null: bool) -> Callable[[list], Fields]:
             try:
                 return [NULL if v is None else _BOOLEAN_TEXT[v] for v in values], {}
             except KeyError:
-                pass  # 'TRUE', 2, ...: convert.py says what they are
-        return _each(convert, lambda b: "t" if b else "f", not_null, values)
+                pass
+        out = [
+            (NULL if v is None and not not_null else None) if type(v) not in _INT_OR_STR else get(v)
+            for v in values
+        ]
+        slow = [i for i, text in enumerate(out) if text is None]
+        return _fill(out, values, slow, convert, lambda b: "t" if b else "f", not_null)
 
     return fields
 
@@ -200,14 +225,7 @@ def _timestamptz(not_null: bool) -> Callable[[list], Fields]:
         slow = (
             [i for i, text in enumerate(out) if text is None] if compiled is None else compiled.missing(out)
         )
-        if not slow:
-            return out, {}
-        others, failed = _each(
-            convert, lambda moment: moment.isoformat(), not_null, [values[i] for i in slow]
-        )
-        for i, text in zip(slow, others, strict=True):
-            out[i] = text
-        return out, {slow[i]: err for i, err in failed.items()}
+        return _fill(out, values, slow, convert, lambda moment: moment.isoformat(), not_null)
 
     return fields
 

@@ -5,6 +5,6 @@
 #include <Python.h>
 
 PyObject *timestamp_texts(PyObject *self, PyObject *values); /* time.c */
-PyObject *json_certain(PyObject *self, PyObject *texts);     /* json.c */
+int json_certain_text(PyObject *text); /* json.c: 1 when convert.py keeps the JSON text as it is */
 
 #endif

@@ -1,12 +1,11 @@
-/* json_certain: whether convert.py's convert_json keeps JSON texts as they are, decided without parsing
- * them into Python objects.
+/* json_certain_text: whether convert.py's convert_json keeps a JSON text as it is, decided without parsing
+ * it into Python objects.
  *
  * A text is vouched for when it is strict RFC 8259 JSON (what orjson reads) and none of what makes
  * convert.py look closer: nesting deeper than json_rules.MAX_DEPTH, \u0000, a lone surrogate, a number with
  * more than 100 digits or an exponent beyond 200 (such a number lies between 1e-300 and 1e300 or is 0: a
  * finite double for orjson, and numeric holds it). Anything else is left to orjson and convert.py: the scan may refuse valid JSON, never
- * vouch for what convert.py would change or refuse. A None is skipped: the caller (copy_text.py) has checked
- * that the column takes NULLs. */
+ * vouch for what convert.py would change or refuse. */
 #include "copy_fast.h"
 
 #define MAX_JSON_DEPTH 512 /* json_rules.MAX_DEPTH */
@@ -32,7 +31,7 @@
 #undef CH
 #undef NAME
 
-static int certain(PyObject *text)
+int json_certain_text(PyObject *text)
 {
     Py_ssize_t n = PyUnicode_GET_LENGTH(text);
     switch (PyUnicode_KIND(text)) {
@@ -43,20 +42,4 @@ static int certain(PyObject *text)
     default:
         return certain_4(PyUnicode_4BYTE_DATA(text), n);
     }
-}
-
-PyObject *json_certain(PyObject *self, PyObject *texts)
-{
-    if (!PyList_CheckExact(texts)) {
-        PyErr_SetString(PyExc_TypeError, "json_certain takes a list");
-        return NULL;
-    }
-    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(texts); i++) {
-        PyObject *text = PyList_GET_ITEM(texts, i);
-        if (text == Py_None) /* the caller has checked the column takes NULLs */
-            continue;
-        if (!PyUnicode_CheckExact(text) || !certain(text))
-            return PyLong_FromSsize_t(i);
-    }
-    return PyLong_FromLong(-1);
 }

@@ -4,11 +4,11 @@
  * In:  the columns of a batch as copy_text.py holds them (lists of str; the rowids as int).
  * Out: timestamp_texts(values) (time.c) -> copy_time.timestamp_texts's answer: each value's COPY text
  *      where a fast path is sure of it, else None;
- *      json_certain(texts) (json.c) -> -1 when convert.py's convert_json keeps every text as it is, else
- *      the index of the first text it must decide itself;
- *      scan_texts(values, nulls_allowed) -> for a column of str (and None where allowed): (the longest
- *      length, whether one holds NUL, whether one holds what a text COPY escapes, whether one is None), or
- *      None for a column holding anything else (or no str at all);
+ *      texts_slow(values, nulls_allowed, max_length, json) -> (the indexes of the values of a text column
+ *      to convert one by one, whether a text kept holds what a text COPY escapes, whether a NULL is kept):
+ *      a text is kept as it is when it holds no NUL and has at most ``max_length`` characters (-1: any)
+ *      and, for a JSON column, when json.c vouches that convert.py keeps it as it is; None is kept where
+ *      ``nulls_allowed``; anything else is slow;
  *      missing(values) -> the indexes of the Nones;
  *      columns(rows, width) -> a batch's tuples of ``width`` values as ``width`` lists;
  *      copy_lines(columns, skip) -> the rows as text COPY lines in UTF-8, but the row indexes in ``skip``.
@@ -24,6 +24,7 @@
 /* 1 for NUL, 2 for what a text COPY escapes (backslash, tab, newline, carriage return) */
 static const unsigned char FLAGS[256] = {[0] = 1, ['\\'] = 2, ['\t'] = 2, ['\n'] = 2, ['\r'] = 2};
 
+/* FLAGS of one text's characters (stopping once it has found both) */
 #define SCAN(CH, CHECK)                                                                                       \
     do {                                                                                                      \
         const CH *p = (const CH *)PyUnicode_DATA(text);                                                       \
@@ -32,39 +33,53 @@ static const unsigned char FLAGS[256] = {[0] = 1, ['\\'] = 2, ['\t'] = 2, ['\n']
                 flags |= FLAGS[p[i]];                                                                         \
     } while (0)
 
-static PyObject *scan_texts(PyObject *self, PyObject *args)
+static int text_flags(PyObject *text)
+{
+    Py_ssize_t n = PyUnicode_GET_LENGTH(text);
+    int flags = 0;
+    switch (PyUnicode_KIND(text)) {
+    case PyUnicode_1BYTE_KIND:
+        SCAN(Py_UCS1, 1);
+        break;
+    case PyUnicode_2BYTE_KIND:
+        SCAN(Py_UCS2, p[i] < 256);
+        break;
+    default:
+        SCAN(Py_UCS4, p[i] < 256);
+    }
+    return flags;
+}
+
+/* texts_slow(values, nulls_allowed, max_length, json) -> (slow, special, nulls) */
+static PyObject *texts_slow(PyObject *self, PyObject *args)
 {
     PyObject *values;
-    int nulls_allowed, flags = 0, nulls = 0;
-    if (!PyArg_ParseTuple(args, "O!p", &PyList_Type, &values, &nulls_allowed))
+    int nulls_allowed, json, special = 0, nulls = 0;
+    Py_ssize_t max_length;
+    if (!PyArg_ParseTuple(args, "O!pnp", &PyList_Type, &values, &nulls_allowed, &max_length, &json))
         return NULL;
-    Py_ssize_t longest = 0, texts = 0;
-    for (Py_ssize_t k = 0; k < PyList_GET_SIZE(values); k++) {
-        PyObject *text = PyList_GET_ITEM(values, k);
-        if (text == Py_None && nulls_allowed) {
-            nulls = 1;
+    PyObject *slow = PyList_New(0);
+    for (Py_ssize_t i = 0; slow != NULL && i < PyList_GET_SIZE(values); i++) {
+        PyObject *text = PyList_GET_ITEM(values, i);
+        int kept, flags = 0;
+        if (text == Py_None)
+            nulls |= kept = nulls_allowed;
+        else if (!PyUnicode_CheckExact(text) || (max_length >= 0 && PyUnicode_GET_LENGTH(text) > max_length))
+            kept = 0;
+        else
+            kept = !((flags = text_flags(text)) & 1) && (!json || json_certain_text(text));
+        if (kept) {
+            special |= flags & 2;
             continue;
         }
-        if (!PyUnicode_CheckExact(text))
-            Py_RETURN_NONE;
-        texts++;
-        Py_ssize_t n = PyUnicode_GET_LENGTH(text);
-        longest = n > longest ? n : longest;
-        switch (PyUnicode_KIND(text)) {
-        case PyUnicode_1BYTE_KIND:
-            SCAN(Py_UCS1, 1);
-            break;
-        case PyUnicode_2BYTE_KIND:
-            SCAN(Py_UCS2, p[i] < 256);
-            break;
-        default:
-            SCAN(Py_UCS4, p[i] < 256);
-        }
+        PyObject *index = PyLong_FromSsize_t(i);
+        if (index == NULL || PyList_Append(slow, index) < 0)
+            Py_CLEAR(slow);
+        Py_XDECREF(index);
     }
-    if (texts == 0)
-        Py_RETURN_NONE;
-    return Py_BuildValue("(nOOO)", longest, flags & 1 ? Py_True : Py_False, flags & 2 ? Py_True : Py_False,
-                         nulls ? Py_True : Py_False);
+    if (slow == NULL)
+        return NULL;
+    return Py_BuildValue("(NOO)", slow, special ? Py_True : Py_False, nulls ? Py_True : Py_False);
 }
 
 /* the indexes of the Nones of a list */
@@ -286,8 +301,7 @@ static PyObject *copy_lines(PyObject *self, PyObject *args)
 
 static PyMethodDef methods[] = {
     {"timestamp_texts", timestamp_texts, METH_O, "Each value's COPY text where a fast path is sure of it."},
-    {"json_certain", json_certain, METH_O, "-1, or the index of the first text convert.py must decide."},
-    {"scan_texts", scan_texts, METH_VARARGS, "(longest, NUL, what COPY escapes, NULL), or None."},
+    {"texts_slow", texts_slow, METH_VARARGS, "texts_slow(values, nulls_allowed, max_length, json)."},
     {"missing", missing, METH_O, "The indexes of the Nones of a list."},
     {"columns", columns, METH_VARARGS, "columns(rows, width) -> the rows' values as ``width`` lists."},
     {"copy_lines", copy_lines, METH_VARARGS, "copy_lines(columns, skip) -> the rows as text COPY lines."},
