@@ -5,6 +5,7 @@ import time
 from dagster import AssetExecutionContext, AssetKey, MetadataValue
 
 from ..catalog import TableSpec
+from ..move import native
 from ..move.code_version import code_version
 from ..move.finish import LoadResult
 from ..prove import quarantined
@@ -19,6 +20,12 @@ def source_key(table: str) -> AssetKey:
 
 
 CODE_VERSION = code_version()
+# which fast paths converted the values: the same values either way, the compiled ones with less CPU
+CONVERSION = (
+    "compiled fast paths (move/csrc)"
+    if native.compiled is not None
+    else "Python fast paths only: move/csrc did not build (no C compiler at install?); same values, more CPU"
+)
 PROGRESS_EVERY_S = 5.0
 
 
@@ -56,6 +63,7 @@ def _metadata(spec: TableSpec, result: LoadResult) -> dict:
         "rejected_by_reason": MetadataValue.json(result.rejected_by_reason),
         "duration_s": round(result.seconds, 3),
         "rows_per_s": round(result.rows_per_second, 1),
+        "conversion": CONVERSION,
         "defaulted_columns": MetadataValue.json(list(result.defaulted_columns)),
         "cascaded_deletes": MetadataValue.json(result.cascaded_deletes),
         "removed_rows": result.removed_rows,
