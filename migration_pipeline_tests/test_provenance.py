@@ -110,5 +110,10 @@ def test_the_code_version_covers_every_module_of_the_load_path(tmp_path):
     (package / "move" / "split_off.py").write_text("X = 1\n")
     assert code_version.digest(package, schema) != before
     (package / "move" / "split_off.py").unlink()
+    time_c = package / "move" / "csrc" / "time.c"
+    time_c.write_text(time_c.read_text() + "\n/* changed */\n")  # the compiled value rules count too
+    assert code_version.digest(package, schema) != before
+    time_c.write_text((code_version.PACKAGE / "move" / "csrc" / "time.c").read_text())
+    assert code_version.digest(package, schema) == before
     (schema / "010_twitter.sql").write_text((schema / "010_twitter.sql").read_text() + "\n-- changed\n")
     assert code_version.digest(package, schema) != before

@@ -5,7 +5,8 @@ Out: :func:`code_version`, recorded with every load and sync in ``migration_audi
      on the Dagster assets. What decides a table's content is :data:`VERSIONED`: ``catalog.py`` (schema/
      read: columns, kinds, limits, keys), every module of ``move/`` (the snapshot, the value rules,
      staging, quarantine, replacing the content, the checksum, the audit rows, the change log, the phase)
-     and the PostgreSQL DDL ``schema/*.sql``. Not versioned: ``connect/`` (only reaches the server),
+     with the C sources of its compiled fast paths (``move/csrc/``), and the PostgreSQL DDL
+     ``schema/*.sql``. Not versioned: ``connect/`` (only reaches the server),
      ``prove/`` (reads what was loaded), ``switch/`` (the delta applies move/'s own staging, quarantine
      and checksum, and must land what a full load would; the rest exports or records), ``watch/``,
      ``samples/``, ``defs/``, and ``schema/sqlite/`` (the app's SQLite DDL, not the target's).
@@ -20,8 +21,9 @@ from pathlib import Path
 from ..catalog import SCHEMA_DIR
 
 PACKAGE = Path(__file__).resolve().parents[1]
-# Paths under the package: a module, or a stage whose every module counts.
+# Paths under the package: a module, or a stage whose every module (and C source) counts.
 VERSIONED = ("catalog.py", "move")
+SOURCES = (".py", ".c", ".h")
 
 
 def versioned_files(package: Path = PACKAGE, schema_dir: Path = SCHEMA_DIR) -> list[Path]:
@@ -29,7 +31,7 @@ def versioned_files(package: Path = PACKAGE, schema_dir: Path = SCHEMA_DIR) -> l
     code = []
     for name in VERSIONED:
         path = package / name
-        code += sorted(path.rglob("*.py")) if path.is_dir() else [path]
+        code += sorted(p for p in path.rglob("*") if p.suffix in SOURCES) if path.is_dir() else [path]
     return [*code, *sorted(schema_dir.glob("*.sql"))]
 
 
