@@ -24,7 +24,7 @@ from dagster import (
 )
 
 from migration_pipeline import definitions
-from migration_pipeline.connect.target import conninfo
+from migration_pipeline.connect.target import connect, conninfo
 from migration_pipeline.move import ranges, shadow
 from migration_pipeline.move.load import load_table
 from migration_pipeline.move.source import Snapshot, take_snapshot
@@ -58,21 +58,38 @@ def snap(conn, catalog, sample_db, tmp_path):
         yield snapshot
 
 
-def _fanned(conn, snapshot, catalog, run_id: str, rows_per_range: int) -> None:
+def _fanned(conn, snapshot, catalog, run_id: str, rows_per_range: int, opened=None, jobs: int = 1) -> None:
     planned = ranges.prepare(conn, snapshot, catalog, "tweets", run_id, rows_per_range)
     for rng in reversed(planned):  # any order
         ranges.land(conn, snapshot, catalog, "tweets", run_id, rng, run_id)
-    ranges.publish(conn, snapshot, catalog, "tweets", run_id, run_id)
+    ranges.publish(conn, snapshot, catalog, "tweets", run_id, run_id, connect=opened, index_jobs=jobs)
 
 
-def test_any_number_of_ranges_gives_what_one_stream_gives(conn, catalog, snap):
+class _Opened:
+    """New connections to the test's database, counted (the index jobs' own)."""
+
+    def __init__(self, settings):
+        self.settings, self.count = settings, 0
+
+    def __call__(self):
+        self.count += 1
+        return connect(self.settings)
+
+
+def test_any_number_of_ranges_gives_what_one_stream_gives(conn, settings, catalog, snap):
     load_table(conn, snap, catalog, "tweets", "one")
     expected = _outcome(conn, "one")
     assert expected[1], "the sample has bad tweets: quarantine must be compared too"
     indexes = _indexes(conn)
-    for rows in (700, 10**6):  # five ranges, one range
-        _fanned(conn, snap, catalog, f"r{rows}", rows)
-        assert _outcome(conn, f"r{rows}") == expected and _indexes(conn) == indexes
+    for rows, jobs in (
+        (700, 1),
+        (700, 3),
+        (10**6, 2),
+    ):  # five ranges, one range; indexes one by one or at once
+        opened = _Opened(settings)
+        _fanned(conn, snap, catalog, f"r{rows}-{jobs}", rows, opened, jobs)
+        assert _outcome(conn, f"r{rows}-{jobs}") == expected and _indexes(conn) == indexes
+        assert opened.count == (0 if jobs == 1 else 3)  # tweets' three indexes, each on its own connection
     left = conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = %s", (shadow.SCHEMA,)).fetchall()
     assert left == [("loads",)]  # no shadow nor companions; the (empty) claims table stays
 
@@ -84,7 +101,10 @@ def _indexes(conn) -> list[tuple]:
     ).fetchall()
 
 
-def test_a_row_no_index_can_hold_fails_the_early_build_not_the_load(conn, catalog, sample_db, tmp_path):
+@pytest.mark.parametrize("jobs", [1, 3])
+def test_a_row_no_index_can_hold_fails_the_early_build_not_the_load(
+    conn, settings, catalog, sample_db, tmp_path, jobs
+):
     """The indexes are built on the ranges' shadow before the publish; one a row cannot go into (a text
     too big for the full-text index) is left to the publish, which quarantines that row and builds it: the
     table, quarantine and indexes a single stream gives."""
@@ -106,7 +126,13 @@ def test_a_row_no_index_can_hold_fails_the_early_build_not_the_load(conn, catalo
         for rng in planned:
             ranges.land(conn, snap, catalog, "tweets", "fanned", rng, "fanned")
         with conn.transaction():
-            assert shadow.build_indexes(conn, "tweets") == ["idx_tweets_text"]  # the btrees could be built
+            failed = shadow.build_indexes(conn, "tweets", _Opened(settings), jobs)
+            assert failed == ["idx_tweets_text"]  # the btrees could be built
+        built = conn.execute(
+            "SELECT indexname FROM pg_indexes WHERE schemaname = %s AND tablename = 'tweets' ORDER BY 1",
+            (shadow.SCHEMA,),
+        )
+        assert [name for (name,) in built] == ["idx_tweets_created", "idx_tweets_user_created"]
         ranges.publish(conn, snap, catalog, "tweets", "fanned", "fanned")
     assert _outcome(conn, "fanned") == expected and _indexes(conn) == indexes
 

@@ -55,3 +55,14 @@ def test_bad_values_explained_without_secrets(tmp_path):
 )
 def test_redact(text):
     assert "hunter2" not in redact(text) and "hun ter2" not in redact(text)
+
+
+def test_the_fan_out_settings_and_their_mistakes():
+    from migration_pipeline.connect.settings import fan_out_setting
+
+    fan_out = fan_out_setting({"FAN_OUT_TABLES": "tweets", "RANGE_ROWS": "1000", "INDEX_JOBS": "4"})
+    assert (fan_out.tables, fan_out.range_rows, fan_out.index_jobs) == (frozenset({"tweets"}), 1000, 4)
+    assert fan_out_setting({}).index_jobs == 2
+    for name, value in (("RANGE_ROWS", "0"), ("INDEX_JOBS", "0"), ("INDEX_JOBS", "two")):
+        with pytest.raises(ConfigError, match=name):
+            fan_out_setting({name: value})

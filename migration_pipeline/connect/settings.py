@@ -2,7 +2,7 @@
 
 In:  environment variables ``SQLITE_PATH``, ``PG_DSN``, ``PG_USER``, ``PG_PASSWORD``, ``PG_DATABASE``,
      ``PG_HOST``, ``PG_PORT``, the shrink guard's ``MAX_SHRINK_SHARE`` and ``ALLOW_SHRINK``, the fan-out's
-     ``FAN_OUT_TABLES``, ``RANGE_ROWS`` and ``SNAPSHOT_DIR`` (:func:`fan_out_setting`); the same keys from ``.env.migration`` in the working directory, where the real environment wins.
+     ``FAN_OUT_TABLES``, ``RANGE_ROWS``, ``SNAPSHOT_DIR`` and ``INDEX_JOBS`` (:func:`fan_out_setting`); the same keys from ``.env.migration`` in the working directory, where the real environment wins.
 Out: :class:`Settings`, whose ``repr``/``str`` never show the password; :func:`redact` removes a
      password from any text (DSNs in error messages) before it is logged.
 Fails: :class:`ConfigError` with a message naming the bad variable (never its secret value).
@@ -88,17 +88,22 @@ def schedule_setting(name: str, default_cron: str, env: Mapping[str, str] | None
 # A fanned-out table's load is cut into ranges of this many source rows, each staged by its own step.
 DEFAULT_FAN_OUT_TABLES = "tweets"
 DEFAULT_RANGE_ROWS = 250_000
+# the indexes of a fanned-out table built at once, each on its own connection (and each with the server's
+# parallel maintenance workers): up to this many times maintenance_work_mem on the server
+DEFAULT_INDEX_JOBS = 2
 
 
 @dataclass(frozen=True)
 class FanOut:
     """``FAN_OUT_TABLES``: the tables loaded in rowid ranges, one Dagster step each (``none`` for none);
     ``RANGE_ROWS``: source rows per range; ``SNAPSHOT_DIR``: where every step finds the snapshot (a
-    location all the executor's workers share; default the state directory's ``snapshots``)."""
+    location all the executor's workers share; default the state directory's ``snapshots``);
+    ``INDEX_JOBS``: how many of such a table's indexes its publish step builds at once (1: one by one)."""
 
     tables: frozenset[str]
     range_rows: int
     snapshot_dir: Path | None
+    index_jobs: int = DEFAULT_INDEX_JOBS
 
 
 def fan_out_setting(env: Mapping[str, str] | None = None) -> FanOut:
@@ -108,8 +113,11 @@ def fan_out_setting(env: Mapping[str, str] | None = None) -> FanOut:
     rows = env.get("RANGE_ROWS") or str(DEFAULT_RANGE_ROWS)
     if not rows.isdigit() or int(rows) < 1:
         raise ConfigError(f"RANGE_ROWS must be a positive number of rows, got {rows!r}")
+    jobs = env.get("INDEX_JOBS") or str(DEFAULT_INDEX_JOBS)
+    if not jobs.isdigit() or int(jobs) < 1:
+        raise ConfigError(f"INDEX_JOBS must be a positive number of index builds at once, got {jobs!r}")
     where = env.get("SNAPSHOT_DIR")
-    return FanOut(tables, int(rows), Path(where) if where else None)
+    return FanOut(tables, int(rows), Path(where) if where else None, int(jobs))
 
 
 def quarantine_quiet_share(env: Mapping[str, str] | None = None) -> float:

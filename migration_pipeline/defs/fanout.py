@@ -23,6 +23,7 @@ from dagster import (
 
 from ..catalog import TableSpec, load_catalog
 from ..connect.settings import fan_out_setting
+from ..connect.target import connect
 from ..move import ranges
 from ..move.phase import PhaseError
 from ..move.source import Snapshot
@@ -96,7 +97,8 @@ def fanned_asset(spec: TableSpec) -> AssetsDefinition:
             try:
                 result = ranges.publish(
                     conn, snapshot, load_catalog(), table, _load_id(context), context.run_id,
-                    migration.shrink_policy(),
+                    migration.shrink_policy(), lambda: connect(migration.settings),
+                    fan_out_setting().index_jobs,
                 )  # fmt: skip
             except PhaseError as err:
                 raise Failure(description=str(err)) from err

@@ -20,6 +20,7 @@ Fails: :class:`Superseded` when another load has claimed the table since this on
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import psycopg
@@ -183,8 +184,11 @@ def publish(
     load_id: str,
     run_id: str,
     policy: guard.ShrinkPolicy | None = None,
+    connect: Callable[[], psycopg.Connection] | None = None,
+    index_jobs: int = 1,
 ) -> LoadResult:
-    """Make the landed ranges the table's content, as a single-stream load would (see module doc)."""
+    """Make the landed ranges the table's content, as a single-stream load would (see module doc); with
+    ``connect``, ``index_jobs`` of its indexes are built at once first (shadow.build_indexes)."""
     policy = guard.ShrinkPolicy.of() if policy is None else policy
     if not snapshot.has_table(table):
         return load_table(conn, snapshot, catalog, table, run_id, policy=policy)  # created empty
@@ -195,7 +199,7 @@ def publish(
         phase.require_migrated(conn, f"load {table}")
         with conn.transaction():  # the indexes first, outside the locks other loads wait for (shadow.py)
             _claimed(conn, table, load_id, "SHARE")
-            shadow.build_indexes(conn, table)
+            shadow.build_indexes(conn, table, connect, index_jobs)
         with conn.transaction(), Spool(columns) as spool:
             conn.execute(sql.SQL("LOCK TABLE {} IN EXCLUSIVE MODE").format(sql.Identifier(table)))
             planned, result.started_at = _claimed(conn, table, load_id, "UPDATE")  # the load began then

@@ -22,6 +22,8 @@ Fails: psycopg errors propagate; :class:`LockTimeout` when the live table stays 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import psycopg
 from psycopg import sql
@@ -191,22 +193,43 @@ def _constraints(conn: psycopg.Connection, spec: TableSpec, kinds: tuple[str, ..
     ]
 
 
-def build_indexes(conn: psycopg.Connection, table: str) -> list[str]:
+def build_indexes(
+    conn: psycopg.Connection,
+    table: str,
+    connect: Callable[[], psycopg.Connection] | None = None,
+    jobs: int = 1,
+) -> list[str]:
     """The live table's indexes that no constraint made, built on ``table``'s committed shadow (a fanned-out
     load's, before its publish: the publish's transaction, which holds the locks other loads wait for, then
     builds only what is missing); the names of those that could not be built (a row an index cannot hold:
-    the publish quarantines it and builds them). Call inside a transaction."""
+    the publish quarantines it and builds them). Call inside a transaction. With ``connect`` (new
+    connections to the same database), up to ``jobs`` indexes are built at once, each committed by a
+    connection of its own (as pgcopydb's index jobs; ``CREATE INDEX`` takes a SHARE lock, which its
+    siblings share); one that fails leaves the others built."""
     enough_memory(conn)
-    built, failed = _built(conn, shadow_of(table)), []
-    for name, statement in _indexes(conn, table):
-        if name in built:
-            continue
-        try:
-            with conn.transaction():
-                conn.execute(statement)
-        except (psycopg.DataError, psycopg.errors.ProgramLimitExceeded):
-            failed.append(name)
-    return failed
+    built = _built(conn, shadow_of(table))
+    todo = [(name, statement) for name, statement in _indexes(conn, table) if name not in built]
+    if connect is None or jobs < 2 or len(todo) < 2:
+        return [name for name, statement in todo if not _built_one(conn, statement)]
+
+    def alone(name: str, statement: sql.Composable) -> str | None:
+        with connect() as other, other.transaction():
+            enough_memory(other)
+            return None if _built_one(other, statement) else name
+
+    with ThreadPoolExecutor(min(jobs, len(todo)), thread_name_prefix=f"index-{table}") as jobs_at_once:
+        found = [jobs_at_once.submit(alone, name, statement) for name, statement in todo]
+        return [name for name in (job.result() for job in found) if name is not None]
+
+
+def _built_one(conn: psycopg.Connection, statement: sql.Composable) -> bool:
+    """Whether ``statement`` built its index (False: a row it cannot hold; nothing was built)."""
+    try:
+        with conn.transaction():
+            conn.execute(statement)
+    except (psycopg.DataError, psycopg.errors.ProgramLimitExceeded):
+        return False
+    return True
 
 
 def _built(conn: psycopg.Connection, shadow: sql.Identifier) -> set[str]:
