@@ -113,6 +113,12 @@ def _as_fields(values: list, special: bool, nulls: bool) -> list[str | None]:
     return [NULL if v is None else v for v in values] if nulls else values
 
 
+def _missing(out: list) -> list[int]:
+    """The indexes of ``out``'s Nones (the values no fast path took)."""
+    compiled = native.compiled
+    return [i for i, text in enumerate(out) if text is None] if compiled is None else compiled.missing(out)
+
+
 def _fill(out: list, values: list, slow: list[int], convert, render, not_null: bool) -> Fields:
     """``out`` with the values at the indexes ``slow`` converted one by one (:func:`_each`)."""
     if not slow:
@@ -160,17 +166,17 @@ def _json(not_null: bool) -> Callable[[list], Fields]:
         if native.compiled is not None:
             return compiled(values)
         texts = _strings(values, not_null)
-        # convert_json's own checks pass: no \u0000, too short to nest too deep, and orjson reads it
-        if texts is not None and max(map(len, texts)) <= 2 * MAX_JSON_DEPTH:
-            _, _, special = _scan(texts)
-            if "\\u0000" not in "\x01".join(texts):
+        if texts is not None:
+            # convert_json's own checks pass: no \u0000, too short to nest too deep, and orjson reads it
+            joined = "\x01".join(texts)
+            if max(map(len, texts)) <= 2 * MAX_JSON_DEPTH and "\\u0000" not in joined:
                 try:
                     for text in texts:
                         loads(text)
                 except orjson.JSONDecodeError:
                     pass
                 else:
-                    return _as_fields(values, special, len(texts) < len(values)), {}
+                    return _as_fields(values, _any_special(joined), len(texts) < len(values)), {}
         return _each(convert, escape, not_null, values)
 
     return fields
@@ -196,8 +202,7 @@ def _boolean(not_null: bool) -> Callable[[list], Fields]:
             (NULL if v is None and not not_null else None) if type(v) not in _INT_OR_STR else get(v)
             for v in values
         ]
-        slow = [i for i, text in enumerate(out) if text is None]
-        return _fill(out, values, slow, convert, lambda b: "t" if b else "f", not_null)
+        return _fill(out, values, _missing(out), convert, lambda b: "t" if b else "f", not_null)
 
     return fields
 
@@ -221,11 +226,7 @@ def _timestamptz(not_null: bool) -> Callable[[list], Fields]:
 
     def fields(values: list) -> Fields:
         out = timestamp_texts(values)
-        compiled = native.compiled
-        slow = (
-            [i for i, text in enumerate(out) if text is None] if compiled is None else compiled.missing(out)
-        )
-        return _fill(out, values, slow, convert, lambda moment: moment.isoformat(), not_null)
+        return _fill(out, values, _missing(out), convert, lambda moment: moment.isoformat(), not_null)
 
     return fields
 

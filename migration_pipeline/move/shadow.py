@@ -162,10 +162,8 @@ class Shadow:
         for kind in self.KINDS:
             if kind not in self.added:
                 self.add(kind)
-        built = _built(conn, shadow)
-        for name, statement in _indexes(conn, self.spec.name):
-            if name not in built:
-                conn.execute(statement)
+        for _, statement in _unbuilt(conn, self.spec.name):
+            conn.execute(statement)
         conn.execute(sql.SQL("ANALYZE {}").format(shadow))
         _carry_over(conn, self.spec, shadow, _live(self.spec.name))
 
@@ -207,8 +205,7 @@ def build_indexes(
     connection of its own (as pgcopydb's index jobs; ``CREATE INDEX`` takes a SHARE lock, which its
     siblings share); one that fails leaves the others built."""
     enough_memory(conn)
-    built = _built(conn, shadow_of(table))
-    todo = [(name, statement) for name, statement in _indexes(conn, table) if name not in built]
+    todo = _unbuilt(conn, table)
     if connect is None or jobs < 2 or len(todo) < 2:
         return [name for name, statement in todo if not _built_one(conn, statement)]
 
@@ -232,13 +229,13 @@ def _built_one(conn: psycopg.Connection, statement: sql.Composable) -> bool:
     return True
 
 
-def _built(conn: psycopg.Connection, shadow: sql.Identifier) -> set[str]:
-    """The names of the indexes ``shadow`` has."""
-    rows = conn.execute(
+def _unbuilt(conn: psycopg.Connection, table: str) -> list[tuple[str, sql.Composable]]:
+    """:func:`_indexes` that ``table``'s shadow does not have yet."""
+    built = conn.execute(
         "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE i.indrelid = %s::regclass",
-        (shadow.as_string(conn),),
-    )
-    return {name for (name,) in rows}
+        (shadow_of(table).as_string(conn),),
+    ).fetchall()
+    return [(name, statement) for name, statement in _indexes(conn, table) if (name,) not in built]
 
 
 def _indexes(conn: psycopg.Connection, table: str) -> list[tuple[str, sql.Composable]]:

@@ -15,8 +15,9 @@
  * Fails: TypeError for arguments of another shape; UnicodeEncodeError for a text UTF-8 cannot encode (as
  *      str.encode would).
  *
- * copy_text.py and copy_time.py stay the definition: they run where this did not build (native.py), and
- * test_copy_text.py gives both the same generated values and compares what they make of them. */
+ * copy_text.py and copy_time.py stay the definition: they run where this did not build (native.py);
+ * test_copy_fast.py compares each function with the Python it replaces, and test_copy_text.py stages
+ * through PostgreSQL both ways. */
 #include "copy_fast.h"
 
 /* ---- the checks of a text column ---------------------------------------------------------------- */
@@ -50,6 +51,15 @@ static int text_flags(PyObject *text)
     return flags;
 }
 
+/* ``index`` appended to the list ``to``; -1 on error */
+static int append_index(PyObject *to, Py_ssize_t index)
+{
+    PyObject *number = PyLong_FromSsize_t(index);
+    int failed = number == NULL || PyList_Append(to, number) < 0;
+    Py_XDECREF(number);
+    return failed ? -1 : 0;
+}
+
 /* texts_slow(values, nulls_allowed, max_length, json) -> (slow, special, nulls) */
 static PyObject *texts_slow(PyObject *self, PyObject *args)
 {
@@ -68,14 +78,10 @@ static PyObject *texts_slow(PyObject *self, PyObject *args)
             kept = 0;
         else
             kept = !((flags = text_flags(text)) & 1) && (!json || json_certain_text(text));
-        if (kept) {
+        if (kept)
             special |= flags & 2;
-            continue;
-        }
-        PyObject *index = PyLong_FromSsize_t(i);
-        if (index == NULL || PyList_Append(slow, index) < 0)
+        else if (append_index(slow, i) < 0)
             Py_CLEAR(slow);
-        Py_XDECREF(index);
     }
     if (slow == NULL)
         return NULL;
@@ -90,14 +96,9 @@ static PyObject *missing(PyObject *self, PyObject *values)
         return NULL;
     }
     PyObject *out = PyList_New(0);
-    for (Py_ssize_t i = 0; out != NULL && i < PyList_GET_SIZE(values); i++) {
-        if (PyList_GET_ITEM(values, i) != Py_None)
-            continue;
-        PyObject *index = PyLong_FromSsize_t(i);
-        if (index == NULL || PyList_Append(out, index) < 0)
+    for (Py_ssize_t i = 0; out != NULL && i < PyList_GET_SIZE(values); i++)
+        if (PyList_GET_ITEM(values, i) == Py_None && append_index(out, i) < 0)
             Py_CLEAR(out);
-        Py_XDECREF(index);
-    }
     return out;
 }
 
