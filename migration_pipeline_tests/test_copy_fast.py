@@ -309,6 +309,8 @@ def test_copy_lines_as_copy_text_joins_them(data):
         columns[1][i] = None  # a failed row's failed value
     expected = _python_lines([list(c) for c in columns], failed)
     assert compiled.copy_lines(columns, failed or None) == expected
+    data, longest = expected
+    assert longest == max(map(len, data.split(b"\n")))  # the longest line's bytes, newline left out
 
 
 def _python_lines(columns, failed) -> bytes:
@@ -332,5 +334,6 @@ def test_a_text_utf8_cannot_encode_fails_as_str_encode_does():
         compiled.copy_lines([[1], [2.5]], None)
     with pytest.raises(TypeError):
         compiled.copy_lines([[1, 2], ["a"]], None)
-    assert compiled.copy_lines([[1], ["x"]], {0}) == b""
-    assert compiled.copy_lines([], None) == b""
+    assert compiled.copy_lines([[1], ["x"]], {0}) == (b"", 0)
+    assert compiled.copy_lines([], None) == (b"", 0)
+    assert compiled.copy_lines([[7, 8], ["é", "x\\t"]], None) == (b"7\t\xc3\xa9\n8\tx\\t\n", 5)

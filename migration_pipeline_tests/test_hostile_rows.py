@@ -11,7 +11,7 @@ import sqlite3
 
 import pytest
 
-from migration_pipeline.move import audit
+from migration_pipeline.move import audit, index_limits
 from migration_pipeline.move.convert import InvalidText, Rejected, convert_json
 from migration_pipeline.prove import behaviour, proof
 from migration_pipeline.samples.sample_data import generate
@@ -147,6 +147,34 @@ def test_a_text_too_big_for_the_full_text_index_is_quarantined(conn, catalog, tm
     assert conn.execute("SELECT length(text) FROM tweets WHERE id = 'big'").fetchone() == (800_000,)
     passes_the_checks(conn, catalog, tmp_path / "run-1.snapshot.db")
 
+
+
+def _index_limit_scans(conn, catalog, source, run_id, tmp_path) -> int:
+    """How many times ``migrate`` asked the server whether a staged text is near the index limits (the
+    statements sent, as libpq traced them)."""
+    trace = tmp_path / f"{run_id}.trace"
+    with open(trace, "wb") as sink:
+        conn.pgconn.trace(sink.fileno())
+        try:
+            migrate(conn, catalog, source, run_id, tmp_path)
+        finally:
+            conn.pgconn.untrace()
+    return trace.read_bytes().count(b"SELECT EXISTS (SELECT _rowid FROM")
+
+
+def test_the_scan_for_index_limits_is_spared_while_every_copy_line_is_shorter(conn, catalog, tmp_path):
+    """The load knows the longest COPY line it sent; only past SUSPECT_BYTES does it ask the server."""
+    source = generate(tmp_path / "app.db", users=5, tweets=50, bad_fraction=0)
+    assert _index_limit_scans(conn, catalog, source, "run-1", tmp_path) == 0
+    near = "y " * (index_limits.SUSPECT_BYTES // 2)  # its line is longer than SUSPECT_BYTES; a small tsvector
+    add_tweets(source, ("near", near, 0, None))
+    assert _index_limit_scans(conn, catalog, source, "run-2", tmp_path) == 1
+    assert conn.execute("SELECT length(text) FROM tweets WHERE id = 'near'").fetchone() == (len(near),)
+    # texts only: the text of a jsonb can be longer than the line that gave it (1e9 -> 1000000000)
+    tweets = catalog.table("tweets")
+    assert index_limits._all_short(conn, tweets, ["text"], 100)
+    assert not index_limits._all_short(conn, tweets, ["metadata"], 100)
+    assert not index_limits._all_short(conn, tweets, ["text"], None)
 
 # documents, not bare numbers: SQLite's JSON (numeric) affinity would store "0e-16384" as the REAL 0.0
 PG_REFUSES = ["[0e-16384]", "[1e-16384]", '{"a": [1.5e-16383]}', "[0e1073741824]"]

@@ -49,11 +49,13 @@ def _any_special(joined: str) -> bool:
 class Converted:
     """One batch: ``data`` (its COPY lines, encoded) holds the rows of ``rowids``; ``failures`` maps a
     row's index in the batch to ``(column, error, value)`` for the first of its values that did not
-    convert."""
+    convert; ``longest``: the bytes of the longest line, without its newline (what any of its texts can
+    take, escaped as they are there)."""
 
     data: bytes
     rowids: list[int]
     failures: dict[int, tuple[str, Exception, object]] = field(default_factory=dict)
+    longest: int = 0
 
 
 # one column of a batch: its COPY fields (None where the value failed) and the failures by row index
@@ -265,10 +267,10 @@ class Plan:
             for i, rowid in enumerate(rowids):
                 if rowid in skip:
                     failures[i] = (*skip[rowid], None)
-        data = _lines(columns, failures, encoding)
+        data, longest = _lines(columns, failures, encoding)
         if failures:
             rowids = [rowid for i, rowid in enumerate(rowids) if i not in failures]
-        return Converted(data, rowids, dict(sorted(failures.items())))
+        return Converted(data, rowids, dict(sorted(failures.items())), longest)
 
 
 def _transposed(batch: Sequence[tuple], width: int) -> list[list]:
@@ -279,9 +281,9 @@ def _transposed(batch: Sequence[tuple], width: int) -> list[list]:
     return [list(map(itemgetter(index), batch)) for index in range(width)]
 
 
-def _lines(columns: list[list], failures: dict[int, object], encoding: str) -> bytes:
+def _lines(columns: list[list], failures: dict[int, object], encoding: str) -> tuple[bytes, int]:
     """The COPY lines of the rows of ``columns`` (the rowids first) but ``failures``' (whose failed values
-    are None), in ``encoding``."""
+    are None), in ``encoding``, and the bytes of the longest (without its newline)."""
     compiled = native.compiled
     if compiled is not None and encoding == "utf-8":
         return compiled.copy_lines(columns, set(failures) or None)
@@ -293,4 +295,4 @@ def _lines(columns: list[list], failures: dict[int, object], encoding: str) -> b
     # a single emoji is in it (measured: 12 MB more at the peak for 5,000 tweets)
     encode = str.encode if encoding == "utf-8" else lambda line: line.encode(encoding)
     lines = list(map(encode, map("\t".join, rows)))
-    return b"\n".join(lines) + b"\n" if lines else b""
+    return (b"\n".join(lines) + b"\n", max(map(len, lines))) if lines else (b"", 0)

@@ -6,7 +6,8 @@ Out: :func:`reject_unindexable` moves every staged row for which PostgreSQL cann
      full-text index ``idx_tweets_text`` refuses a text whose words exceed 1MB ("string is too long for
      tsvector"), a value the ``text`` column itself stores. Only rows holding more than
      :data:`SUSPECT_BYTES` in the indexed columns can hit such limits, so only they are tried, each in a
-     subtransaction: ordinary tables cost one scan of the stage.
+     subtransaction: ordinary tables cost one scan of the stage, and none when the load knows the longest
+     COPY line it sent: texts in a UTF-8 database are at most as long as they were there, escaped.
 Fails: psycopg errors propagate (the caller's transaction rolls back).
 """
 
@@ -59,13 +60,17 @@ def reject_unindexable(
     columns: Sequence[str],
     stage: sql.Identifier,
     rejects: sql.Identifier,
+    longest_line: int | None = None,
 ) -> int:
     """Move staged rows whose entry in one of ``spec``'s expression indexes cannot be built into
-    ``rejects`` (``_rowid, column_name, kind, reason``); returns how many."""
+    ``rejects`` (``_rowid, column_name, kind, reason``); returns how many. ``longest_line``: the bytes of
+    the longest COPY line that staged the rows, where known."""
     moved = 0
     for index, expression, read in _expression_indexes(conn, spec.name):
         if not read or not set(read) <= set(columns):
             continue  # reads a column left to its default: the default is small
+        if _all_short(conn, spec, read, longest_line):
+            continue
         size = sql.SQL(" + ").join(
             sql.SQL("coalesce(octet_length({}::text), 0)").format(sql.Identifier(c)) for c in read
         )
@@ -95,3 +100,19 @@ def reject_unindexable(
             },
         ).rowcount
     return moved
+
+
+def _all_short(
+    conn: psycopg.Connection, spec: TableSpec, read: Sequence[str], longest_line: int | None
+) -> bool:
+    """Whether no staged row can hold more than :data:`SUSPECT_BYTES` in the ``read`` columns, known without
+    a scan: they are texts (a jsonb's text can be longer than the JSON it was given: ``1e9``), every one
+    of them was in a COPY line of at most ``longest_line`` bytes, escaped (never shorter than the text),
+    and the line's encoding is the database's, UTF-8 (another could take more bytes a character)."""
+    return (
+        longest_line is not None
+        and longest_line <= SUSPECT_BYTES
+        and all(spec.column(c).kind == "text" for c in read)
+        and conn.info.encoding == "utf-8"
+        and conn.info.parameter_status("server_encoding") == "UTF8"
+    )

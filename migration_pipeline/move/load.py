@@ -94,11 +94,25 @@ def _load(conn, snapshot, catalog, spec, columns, result: LoadResult, progress, 
         else:
             changes.pause(conn, table)
             stage = create_stage(conn, spec, columns)
+        longest = 0
         if result.source_present:
             batches = lambda: snapshot.stream(spec.name, columns)  # noqa: E731 (read again on a redo)
-            result.source_rows = stage_rows(conn, batches, spec, columns, stage, spool, progress)
+            staged = stage_rows(conn, batches, spec, columns, stage, spool, progress)
+            result.source_rows, longest = staged.rows, staged.longest_line
         publish_stage(
-            conn, snapshot, catalog, spec, columns, result, policy, source, stage, builds, spool, before
+            conn,
+            snapshot,
+            catalog,
+            spec,
+            columns,
+            result,
+            policy,
+            source,
+            stage,
+            builds,
+            spool,
+            before,
+            longest,
         )
 
 
@@ -115,15 +129,20 @@ def publish_stage(
     builds,
     spool,
     before,
+    longest_line: int | None = None,
 ) -> None:
     """The rest of a load once its rows are staged (in ``stage``, or the shadow ``builds``, with the
     rejected ones in ``spool``): quarantine, checksum, the shrink guard, the swap or the in-place
     replacement, the change log's new baseline and the audit records; inside the load's transaction,
-    which holds the table's EXCLUSIVE lock and had ``before`` rows in it. Also ranges.py's publish."""
+    which holds the table's EXCLUSIVE lock and had ``before`` rows in it. ``longest_line``: the bytes of
+    the longest COPY line staged, where known (:class:`~migration_pipeline.move.stage.Staged`). Also
+    ranges.py's publish."""
     table = spec.name
     if spec.parents:  # before this transaction first locks a parent table (see PARENTS_LOCK)
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (PARENTS_LOCK,))
-    stage = quarantine.constraint_rejections(conn, catalog, spec, columns, stage, spool, snapshot, builds)
+    stage = quarantine.constraint_rejections(
+        conn, catalog, spec, columns, stage, spool, snapshot, builds, longest_line
+    )
     loaded = checksums.checksum(conn, stage, spec, columns)  # the loaded source rows, converted
     result.checksum = str(loaded)
     result.removed_rows = guard.keys_gone(conn, spec, columns, stage) if before else 0

@@ -140,16 +140,19 @@ def constraint_rejections(
     spool: Spool,
     snapshot: Snapshot,
     builds: Builds | None = None,
+    longest_line: int | None = None,
 ) -> sql.Identifier:
     """Quarantine staged rows an index cannot hold or breaking CHECK, FOREIGN KEY or UNIQUE constraints,
     in that order (a row kept for a key is one that loads), and add them to ``spool`` with their
     original values (``snapshot``: what the rows were staged from, read again by rowid). With ``builds``,
     each kind of constraint is first added to the stage as it is: PostgreSQL validates it with the
     scan or join the quarantine query would make, so a source without such rows (the usual case) pays
-    once; only when it fails are the rows quarantined and the constraint added again. Returns the stage
-    (another one if ``builds`` had to restage)."""
+    once; only when it fails are the rows quarantined and the constraint added again. ``longest_line``:
+    the bytes of the longest COPY line staged, where known (it may spare index_limits.py its scan).
+    Returns the stage (another one if ``builds`` had to restage)."""
     if columns:
-        if index_limits.reject_unindexable(conn, spec, columns, stage, REJECTS) and builds is not None:
+        moved = index_limits.reject_unindexable(conn, spec, columns, stage, REJECTS, longest_line)
+        if moved and builds is not None:
             stage = builds.restage()
         steps = (
             ("checks", lambda: _reject_checks(conn, spec, columns, stage)),

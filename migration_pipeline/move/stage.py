@@ -17,6 +17,7 @@ import tempfile
 from array import array
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 
 import orjson
 import psycopg
@@ -34,6 +35,15 @@ ProgressCallback = Callable[[int], None]
 
 class LoadError(RuntimeError):
     """The table cannot be loaded as the schema describes it; nothing was changed."""
+
+
+@dataclass(frozen=True)
+class Staged:
+    """What :func:`stage_rows` did: the source ``rows`` it read, and the bytes of the longest COPY line it
+    sent (a text staged is at most that long, in the connection's encoding: index_limits.py)."""
+
+    rows: int
+    longest_line: int
 
 
 _STAGE_TYPES = {"varchar": "text", "serial": "integer", "int4": "integer", "bool": "boolean"}
@@ -138,9 +148,9 @@ def stage_rows(
     stage: sql.Identifier,
     spool: Spool,
     progress: ProgressCallback | None,
-) -> int:
+) -> Staged:
     """Convert every source row (``batches()`` gives batches of ``(rowid, *values)``, e.g.
-    ``Snapshot.stream``) and COPY the good ones into the staging table; returns source rows. A row whose
+    ``Snapshot.stream``) and COPY the good ones into the staging table (see :class:`Staged`). A row whose
     value PostgreSQL still refuses (a data error naming its COPY line) is quarantined with the server's
     reason and the COPY redone from a savepoint without it (see :data:`MAX_REFUSED`)."""
     refused: dict[int, tuple[str | None, str]] = {}
@@ -166,7 +176,7 @@ def plan(spec: TableSpec, columns: Sequence[str]) -> Plan:
     return Plan([spec.column(name) for name in columns])
 
 
-def _copy_rows(conn, batches, spec, columns, stage, spool, progress, refused, written) -> int:
+def _copy_rows(conn, batches, spec, columns, stage, spool, progress, refused, written) -> Staged:
     # text COPY built a column at a time (copy_text.py): 1M tweets in 14 s against 25.5 s converting each
     # value and writing binary COPY rows (pg_stat_statements); the server parses the text on a core of its own
     copy_sql = sql.SQL("COPY {} ({}) FROM STDIN").format(
@@ -177,19 +187,20 @@ def _copy_rows(conn, batches, spec, columns, stage, spool, progress, refused, wr
         rowid: (name, Rejected(f"PostgreSQL refused the value: {message}", "refused by PostgreSQL"))
         for rowid, (name, message) in refused.items()
     }
-    source_rows = 0
+    source_rows = longest = 0
     with conn.cursor() as cur, cur.copy(copy_sql) as copy:
         for batch in batches:
             converted = converting.convert(batch, skip, encoding)
             if converted.data:
                 copy.write(converted.data)
                 written.extend(converted.rowids)
+                longest = max(longest, converted.longest)
             for i, (name, err, value) in converted.failures.items():
                 _spool(spool, spec, columns, batch[i], name, err, value)
             source_rows += len(batch)
             if progress is not None:
                 progress(source_rows)
-    return source_rows
+    return Staged(source_rows, longest)
 
 
 def _spool(

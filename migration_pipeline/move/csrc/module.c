@@ -11,7 +11,8 @@
  *      ``nulls_allowed``; anything else is slow;
  *      missing(values) -> the indexes of the Nones;
  *      columns(rows, width) -> a batch's tuples of ``width`` values as ``width`` lists;
- *      copy_lines(columns, skip) -> the rows as text COPY lines in UTF-8, but the row indexes in ``skip``.
+ *      copy_lines(columns, skip) -> (the rows as text COPY lines in UTF-8, but the row indexes in ``skip``;
+ *      the bytes of the longest of those lines, without its newline).
  * Fails: TypeError for arguments of another shape; UnicodeEncodeError for a text UTF-8 cannot encode (as
  *      str.encode would).
  *
@@ -235,8 +236,9 @@ static int skipped(PyObject *skip, Py_ssize_t r)
     return found;
 }
 
-/* the lines' bytes from ``to`` on, and their size; with ``to`` NULL, the most they can take; -1 on error */
-static Py_ssize_t write_lines(PyObject *columns, Py_ssize_t nrows, PyObject *skip, char *to)
+/* the lines' bytes from ``to`` on, and their size (the longest line's in ``*longest``); with ``to`` NULL,
+ * the most they can take; -1 on error */
+static Py_ssize_t write_lines(PyObject *columns, Py_ssize_t nrows, PyObject *skip, char *to, Py_ssize_t *longest)
 {
     Py_ssize_t ncols = PyList_GET_SIZE(columns), total = 0;
     PyObject ***items = PyMem_Malloc(ncols * sizeof *items);
@@ -255,7 +257,8 @@ static Py_ssize_t write_lines(PyObject *columns, Py_ssize_t nrows, PyObject *ski
                 Py_ssize_t most = field_bound(items[c][r]);
                 total = most < 0 ? -1 : total + most + 1;
             }
-        else
+        else {
+            Py_ssize_t start = total;
             for (Py_ssize_t c = 0; c < ncols && total >= 0; c++) {
                 char *end = field(items[c][r], to + total);
                 if (end == NULL)
@@ -265,6 +268,9 @@ static Py_ssize_t write_lines(PyObject *columns, Py_ssize_t nrows, PyObject *ski
                     to[total++] = c + 1 < ncols ? '\t' : '\n';
                 }
             }
+            if (total >= 0 && total - 1 - start > *longest)
+                *longest = total - 1 - start;
+        }
     }
     PyMem_Free(items);
     return total;
@@ -288,16 +294,22 @@ static PyObject *copy_lines(PyObject *self, PyObject *args)
         }
         nrows = PyList_GET_SIZE(column);
     }
-    Py_ssize_t most = nrows > 0 ? write_lines(columns, nrows, skip, NULL) : 0;
+    Py_ssize_t longest = 0, most = nrows > 0 ? write_lines(columns, nrows, skip, NULL, &longest) : 0;
     if (most < 0)
         return NULL;
     PyObject *out = PyBytes_FromStringAndSize(NULL, most);
-    if (out == NULL || most == 0)
-        return out;
-    Py_ssize_t size = write_lines(columns, nrows, skip, PyBytes_AS_STRING(out));
-    if (size < 0 || _PyBytes_Resize(&out, size) < 0) /* on failure, _PyBytes_Resize frees it */
-        Py_CLEAR(out);
-    return out;
+    if (out == NULL)
+        return NULL;
+    if (most > 0) {
+        Py_ssize_t size = write_lines(columns, nrows, skip, PyBytes_AS_STRING(out), &longest);
+        if (size < 0) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        if (_PyBytes_Resize(&out, size) < 0) /* on failure, _PyBytes_Resize frees it */
+            return NULL;
+    }
+    return Py_BuildValue("(Nn)", out, longest);
 }
 
 static PyMethodDef methods[] = {
@@ -305,7 +317,7 @@ static PyMethodDef methods[] = {
     {"texts_slow", texts_slow, METH_VARARGS, "texts_slow(values, nulls_allowed, max_length, json)."},
     {"missing", missing, METH_O, "The indexes of the Nones of a list."},
     {"columns", columns, METH_VARARGS, "columns(rows, width) -> the rows' values as ``width`` lists."},
-    {"copy_lines", copy_lines, METH_VARARGS, "copy_lines(columns, skip) -> the rows as text COPY lines."},
+    {"copy_lines", copy_lines, METH_VARARGS, "copy_lines(columns, skip) -> (the rows as text COPY lines, the longest's bytes)."},
     {NULL, NULL, 0, NULL},
 };
 
