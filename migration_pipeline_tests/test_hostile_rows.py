@@ -148,7 +148,6 @@ def test_a_text_too_big_for_the_full_text_index_is_quarantined(conn, catalog, tm
     passes_the_checks(conn, catalog, tmp_path / "run-1.snapshot.db")
 
 
-
 def _index_limit_scans(conn, catalog, source, run_id, tmp_path) -> int:
     """How many times ``migrate`` asked the server whether a staged text is near the index limits (the
     statements sent, as libpq traced them)."""
@@ -175,6 +174,7 @@ def test_the_scan_for_index_limits_is_spared_while_every_copy_line_is_shorter(co
     assert index_limits._all_short(conn, tweets, ["text"], 100)
     assert not index_limits._all_short(conn, tweets, ["metadata"], 100)
     assert not index_limits._all_short(conn, tweets, ["text"], None)
+
 
 # documents, not bare numbers: SQLite's JSON (numeric) affinity would store "0e-16384" as the REAL 0.0
 PG_REFUSES = ["[0e-16384]", "[1e-16384]", '{"a": [1.5e-16383]}', "[0e1073741824]"]
