@@ -327,6 +327,15 @@ def _python(function, *args):
         native.compiled = compiled_now
 
 
+@pytest.mark.parametrize("character", ["é", "ā", "東", "😀"])
+def test_copy_lines_of_long_texts_of_every_width(character):
+    """Texts far longer than a row's slack (its rowid's 20 digits, its tabs): each character takes its
+    full width in UTF-8 (an astral one 4 bytes; the buffer was once sized for 3)."""
+    columns = [[1, 2], [character * 1000, "x" + character * 5000], ["a", character * 3]]
+    expected = _python_lines([list(c) for c in columns], set())
+    assert compiled.copy_lines(columns, None) == expected
+
+
 def test_a_text_utf8_cannot_encode_fails_as_str_encode_does():
     with pytest.raises(UnicodeEncodeError):
         compiled.copy_lines([[1], ["a\ud800"]], None)

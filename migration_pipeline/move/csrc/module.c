@@ -191,12 +191,16 @@ static char *utf8(PyObject *text, char *to)
     return to;
 }
 
-/* the most bytes a field (a str, or an int) takes in UTF-8; -1 (with TypeError) for another value */
+/* the most bytes a field (a str, or an int) takes in UTF-8 (a character of a 1-byte kind 2, of a 2-byte kind
+ * 3, of a 4-byte kind 4); -1 (with TypeError) for another value */
 static Py_ssize_t field_bound(PyObject *value)
 {
     if (PyUnicode_CheckExact(value)) {
         Py_ssize_t n = PyUnicode_GET_LENGTH(value);
-        return PyUnicode_IS_ASCII(value) ? n : n * (PyUnicode_KIND(value) == PyUnicode_1BYTE_KIND ? 2 : 3);
+        int kind = PyUnicode_KIND(value);
+        if (PyUnicode_IS_ASCII(value))
+            return n;
+        return n * (kind == PyUnicode_1BYTE_KIND ? 2 : kind == PyUnicode_2BYTE_KIND ? 3 : 4);
     }
     if (PyLong_CheckExact(value))
         return 20;
