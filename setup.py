@@ -14,6 +14,7 @@ setup(
             "migration_pipeline.move._copy_fast",
             sorted(glob("migration_pipeline/move/csrc/*.c")),
             depends=sorted(glob("migration_pipeline/move/csrc/*.h")),
+            libraries=["sqlite3"],  # read.c: the SQLite the sqlite3 module links (Debian's libsqlite3-dev)
             optional=True,
             extra_compile_args=[
                 "-O2",

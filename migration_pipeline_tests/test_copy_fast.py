@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from migration_pipeline.move import copy_text, copy_time, native
+from migration_pipeline.move import copy_binary, copy_text, copy_time, native
 from migration_pipeline.move.convert import Rejected, convert_json
 
 compiled = native.compiled
@@ -346,3 +346,29 @@ def test_a_text_utf8_cannot_encode_fails_as_str_encode_does():
     assert compiled.copy_lines([[1], ["x"]], {0}) == (b"", 0)
     assert compiled.copy_lines([], None) == (b"", 0)
     assert compiled.copy_lines([[7, 8], ["é", "x\\t"]], None) == (b"7\t\xc3\xa9\n8\tx\\t\n", 5)
+
+
+# --- binary COPY tuples (their content through PostgreSQL: test_copy_text.py) ----------------------------
+
+
+def test_copy_binary_writes_the_fields_it_can_read_and_refuses_others():
+    row = [[7], ["a\\tb"], ["2000-01-01 00:00:01.5+00"], ["t"], ["-2"], ["[1]"]]
+    data, longest = compiled.copy_binary(row, "qtTbij", None)
+    assert longest == len(data) == 2 + 12 + 7 + 12 + 5 + 8 + 8
+    assert data[14:21] == b"\x00\x00\x00\x03a\tb"  # the text's escape undone
+    assert data[25:33] == (1_500_000).to_bytes(8, "big")  # µs since 2000-01-01 UTC
+    assert data[-4:] == b"\x01[1]"  # jsonb: its version, then the text
+    assert compiled.copy_binary([[7], ["\\N"]], "qT", None)[0].endswith(b"\xff\xff\xff\xff")  # NULL
+    for field, kind in [("2000-02-30 00:00:00+00", "T"), ("2000-01-01 00:00:00+01", "T"), ("x\\q", "t"),
+                        ("true", "b"), ("2147483648", "i"), ("1.5", "i")]:  # fmt: skip
+        with pytest.raises(ValueError, match="not the COPY text"):
+            compiled.copy_binary([[1], [field]], "q" + kind, None)
+
+
+def test_a_row_binary_cannot_write_fails_alone():
+    """A field binary.c cannot read (a converter's bug) costs its row, never the batch."""
+    columns = [[1, 2, 3], ["a", "b", "c"], ["2024-01-01 00:00:00+00", "someday", "2024-01-01T00:00:00Z"]]
+    failures: dict = {}
+    data, _ = copy_binary.tuples(columns, failures, "qtT", ("name", "created_at"))
+    assert list(failures) == [1] and failures[1][0] == "created_at" and failures[1][2] == "someday"
+    assert data == compiled.copy_binary(columns, "qtT", {1})[0]

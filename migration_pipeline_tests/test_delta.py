@@ -13,7 +13,7 @@ from psycopg import sql
 
 from migration_pipeline.connect.settings import Settings
 from migration_pipeline.connect.target import connect
-from migration_pipeline.move.source import file_state
+from migration_pipeline.move.source_copy import file_state
 from migration_pipeline.switch import apply, changeset, delta
 
 from .helpers import editable_copy, fingerprint, migrate, sqlite_exec

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from migration_pipeline.move import source
+from migration_pipeline.move import native, source
 from migration_pipeline.move.convert import InvalidText
 from migration_pipeline.move.source import Snapshot, SourceError, take_snapshot
 
@@ -31,6 +31,67 @@ def test_stream_survives_invalid_utf8_anywhere(tmp_path, monkeypatch):
             assert isinstance(value, InvalidText) and bytes(value) == b"\xff\xfe" + bytes([rowid])
         else:
             assert value == f"v{rowid}" and type(value) is str
+
+
+# every storage class, and the TEXT the sqlite3 module cannot decode: what a column of any declared type holds
+_VALUES = [None, 0, 1, -1, 2**63 - 1, -(2**63), 0.0, -0.0, 1.5, -2.5e-300, float("inf"), float("-inf"),
+           "", "a", "é", "naïve 東京 😀", "a\x00b", "\t\\\n", "x" * 5000, b"", b"\x00\xff", bytes(range(256))]  # fmt: skip
+_NOT_UTF8 = [
+    b"\xff\xfe",
+    b"\xed\xa0\x80",
+    b"a\xc3",
+    b"\xc0\x80",
+    b"\xf4\x90\x80\x80",
+]  # bad, surrogate, cut, overlong, > U+10FFFF
+
+
+def _every_storage_class(path: Path, rows: int) -> None:
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE t (a TEXT, b INTEGER, c JSON, d DATETIME, e BLOB)")
+    for i in range(rows):
+        values = [_VALUES[(i * 7 + k * 3) % len(_VALUES)] for k in range(5)]
+        db.execute("INSERT INTO t VALUES (?, ?, ?, ?, ?)", values)
+        if i % 97 == 5:
+            db.execute("UPDATE t SET c = CAST(? AS TEXT) WHERE rowid = last_insert_rowid()",
+                       (_NOT_UTF8[i % len(_NOT_UTF8)],))  # fmt: skip
+    db.execute("DELETE FROM t WHERE rowid % 11 = 3")  # rowids with gaps
+    db.commit()
+    db.close()
+
+
+@pytest.mark.parametrize(
+    "bounds", [(None, None), (100, None), (None, 9_000), (4_999, 5_001), (12_000, 11_000)]
+)
+def test_stream_columns_reads_what_stream_reads(tmp_path, bounds):
+    """The compiled reader (csrc/read.c) gives the sqlite3 module's values, types and all (an undecodable
+    TEXT as InvalidText), in the same batches, rowid bounds included."""
+    assert native.compiled is not None, "the compiled fast paths did not build (setup.py, move/csrc/)"
+    path = tmp_path / "every.db"
+    _every_storage_class(path, 12_000)
+    columns = ["a", "b", "c", "d", "e"]
+    with Snapshot(path) as snap:
+        rows = [row for batch in snap.stream("t", columns, *bounds) for row in batch]
+        batches = list(snap.stream_columns("t", columns, *bounds))
+    assert all(isinstance(batch, source.Columns) and len(batch) == 6 for batch in batches)
+    assert [len(b[0]) for b in batches] == [len(b) for b in _batches(rows)]
+    read = [batch.row(i) for batch in batches for i in range(len(batch[0]))]
+    assert read == rows and [tuple(map(type, r)) for r in read] == [tuple(map(type, r)) for r in rows]
+    if bounds == (None, None):  # the test holds every kind of value
+        assert {type(v) for r in read for v in r} == {type(None), int, float, str, bytes, InvalidText}
+
+
+def _batches(rows: list) -> list[list]:
+    return [rows[i : i + source.BATCH_ROWS] for i in range(0, len(rows), source.BATCH_ROWS)]
+
+
+def test_stream_columns_fails_as_sqlite_does(tmp_path):
+    assert native.compiled is not None
+    path = tmp_path / "t.db"
+    sqlite3.connect(path).execute("CREATE TABLE t (a)").connection.close()
+    with Snapshot(path) as snap, pytest.raises(sqlite3.DatabaseError, match="no such table: nope"):
+        next(snap.stream_columns("nope", ["a"]))
+    with pytest.raises(sqlite3.DatabaseError, match="unable to open"):
+        native.compiled.select_open(f"file:{tmp_path}/missing.db?mode=ro", "SELECT 1", (), bytes)
 
 
 def test_snapshot_is_consistent_and_counts_tables(tmp_path):

@@ -20,11 +20,13 @@ def source_key(table: str) -> AssetKey:
 
 
 CODE_VERSION = code_version()
-# which fast paths converted the values: the same values either way, the compiled ones with less CPU
+# which fast paths read and converted the values: the same values either way, the compiled ones with less
+# CPU on both sides (read by csrc/read.c, sent as binary COPY)
 CONVERSION = (
-    "compiled fast paths (move/csrc)"
+    "compiled fast paths (move/csrc): SQLite read into columns, binary COPY"
     if native.compiled is not None
-    else "Python fast paths only: move/csrc did not build (no C compiler at install?); same values, more CPU"
+    else "Python fast paths only, text COPY: move/csrc did not build (no C compiler or no SQLite headers"
+    " at install?); same values, more CPU"
 )
 PROGRESS_EVERY_S = 5.0
 

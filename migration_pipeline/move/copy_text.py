@@ -24,7 +24,7 @@ from operator import itemgetter
 import orjson
 
 from ..catalog import Column
-from . import native
+from . import copy_binary, native
 from .convert import INT4_MAX, INT4_MIN, MAX_JSON_DEPTH, Rejected, converter_for
 from .copy_time import timestamp_texts
 
@@ -49,8 +49,8 @@ def _any_special(joined: str) -> bool:
 class Converted:
     """One batch: ``data`` (its COPY lines, encoded) holds the rows of ``rowids``; ``failures`` maps a
     row's index in the batch to ``(column, error, value)`` for the first of its values that did not
-    convert; ``longest``: the bytes of the longest line, without its newline (what any of its texts can
-    take, escaped as they are there)."""
+    convert; ``longest``: the bytes of the longest line without its newline, or of the longest binary
+    tuple (what any of its texts can take)."""
 
     data: bytes
     rowids: list[int]
@@ -242,6 +242,7 @@ class Plan:
 
     def __init__(self, columns: Sequence[Column]):
         self.names = tuple(c.name for c in columns)
+        self.binary_types = copy_binary.types_of(columns)
         self._fields = [
             _text(c.max_length, c.not_null) if c.kind == "text" else _KINDS[c.kind](c.not_null)
             for c in columns
@@ -252,10 +253,25 @@ class Plan:
         batch: Sequence[tuple],
         skip: dict[int, tuple[str, Exception]] | None = None,
         encoding: str = "utf-8",
+        binary: bool = False,
     ) -> Converted:
-        """``batch``'s rows as COPY text in ``encoding`` (the connection's; see module doc); ``skip``:
-        rowid -> (column, error) of rows to fail without converting them."""
-        by_column = _transposed(batch, 1 + len(self.names))
+        """``batch``'s rows as COPY text in ``encoding`` (the connection's; see module doc), or with
+        ``binary`` (where :func:`~migration_pipeline.move.copy_binary.available`) as binary COPY tuples;
+        ``skip``: rowid -> (column, error) of rows to fail without converting them."""
+        return self.convert_columns(self.transposed(batch), skip, encoding, binary)
+
+    def transposed(self, batch: Sequence[tuple]) -> list[list]:
+        """``batch``'s rows as its columns, the rowids first."""
+        return _transposed(batch, 1 + len(self.names))
+
+    def convert_columns(
+        self,
+        by_column: list[list],
+        skip: dict[int, tuple[str, Exception]] | None = None,
+        encoding: str = "utf-8",
+        binary: bool = False,
+    ) -> Converted:
+        """:meth:`convert` of a batch given as its columns (the rowids first; Snapshot.stream_columns)."""
         rowids = by_column[0]
         columns, failures = [rowids], {}
         for values, name, fields in zip(by_column[1:], self.names, self._fields, strict=True):
@@ -267,7 +283,10 @@ class Plan:
             for i, rowid in enumerate(rowids):
                 if rowid in skip:
                     failures[i] = (*skip[rowid], None)
-        data, longest = _lines(columns, failures, encoding)
+        if binary:
+            data, longest = copy_binary.tuples(columns, failures, self.binary_types, self.names)
+        else:
+            data, longest = _lines(columns, failures, encoding)
         if failures:
             rowids = [rowid for i, rowid in enumerate(rowids) if i not in failures]
         return Converted(data, rowids, dict(sorted(failures.items())), longest)

@@ -30,7 +30,8 @@ from .audit import latest_run_sql, raw_row_json
 from .convert import decode_text
 from .corrections import Correction, CorrectionError, corrected_text, originals
 from .keys import rowid_of, source_key
-from .source import Snapshot, file_sha256, quote, read_consistently
+from .source import Snapshot, quote
+from .source_copy import file_sha256, read_consistently
 from .stage import plan_columns
 
 

@@ -7,7 +7,7 @@ Out: :func:`reject_unindexable` moves every staged row for which PostgreSQL cann
      tsvector"), a value the ``text`` column itself stores. Only rows holding more than
      :data:`SUSPECT_BYTES` in the indexed columns can hit such limits, so only they are tried, each in a
      subtransaction: ordinary tables cost one scan of the stage, and none when the load knows the longest
-     COPY line it sent: texts in a UTF-8 database are at most as long as they were there, escaped.
+     COPY line (or binary tuple) it sent: texts in a UTF-8 database are at most as long as they were there.
 Fails: psycopg errors propagate (the caller's transaction rolls back).
 """
 
@@ -107,8 +107,9 @@ def _all_short(
 ) -> bool:
     """Whether no staged row can hold more than :data:`SUSPECT_BYTES` in the ``read`` columns, known without
     a scan: they are texts (a jsonb's text can be longer than the JSON it was given: ``1e9``), every one
-    of them was in a COPY line of at most ``longest_line`` bytes, escaped (never shorter than the text),
-    and the line's encoding is the database's, UTF-8 (another could take more bytes a character)."""
+    of them was in a COPY line (escaped, never shorter than the text) or binary tuple of at most
+    ``longest_line`` bytes, and its encoding is the database's, UTF-8 (another could take more bytes a
+    character)."""
     return (
         longest_line is not None
         and longest_line <= SUSPECT_BYTES

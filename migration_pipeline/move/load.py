@@ -96,7 +96,7 @@ def _load(conn, snapshot, catalog, spec, columns, result: LoadResult, progress, 
             stage = create_stage(conn, spec, columns)
         longest = 0
         if result.source_present:
-            batches = lambda: snapshot.stream(spec.name, columns)  # noqa: E731 (read again on a redo)
+            batches = lambda: snapshot.stream_columns(spec.name, columns)  # noqa: E731 (read again on a redo)
             staged = stage_rows(conn, batches, spec, columns, stage, spool, progress)
             result.source_rows, longest = staged.rows, staged.longest_line
         publish_stage(

@@ -1,9 +1,11 @@
 """The compiled COPY fast paths (``csrc/``, built by setup.py as ``_copy_fast``), or None where they did not build.
 
-In:  nothing; copy_text.py and copy_time.py read :data:`compiled` at each batch (the tests run both ways).
+In:  nothing; copy_text.py, copy_time.py, copy_binary.py and source.py read :data:`compiled` at each batch
+     (the tests run both ways).
 Out: :data:`compiled`: the module, whose answers are those of copy_text.py's and copy_time.py's own fast
-     paths (test_copy_fast.py compares them on generated values; test_copy_text.py runs both), or None:
-     those Python paths then run.
+     paths (test_copy_fast.py compares them on generated values; test_copy_text.py runs both), whose
+     reader gives the sqlite3 module's values (test_source.py) and whose binary COPY lands what the text
+     COPY does (test_copy_text.py); or None: the Python paths and a text COPY then run.
 Fails: never.
 """
 
@@ -14,5 +16,5 @@ from types import ModuleType
 compiled: ModuleType | None
 try:
     from . import _copy_fast as compiled
-except ImportError:  # no C compiler at install time: the same COPY text, about twice the client's CPU
+except ImportError:  # no C compiler or SQLite headers at install: the same values, more CPU on both sides
     compiled = None

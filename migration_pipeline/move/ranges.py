@@ -159,7 +159,7 @@ def land(
         ).fetchone()
         if before is not None:
             return Landed(rng.index, before[0], before[1], before[2], already=True)
-        batches = lambda: snapshot.stream(table, columns, rng.first, rng.last)  # noqa: E731 (a redo reads again)
+        batches = lambda: snapshot.stream_columns(table, columns, rng.first, rng.last)  # noqa: E731 (a redo reads again)
         rows = stage_rows(conn, batches, spec, columns, shadow.shadow_of(table), spool, progress).rows
         with conn.cursor() as cur, cur.copy(sql.SQL("COPY {} FROM STDIN").format(rejects)) as copy:
             for rejection, raw in spool.drain():

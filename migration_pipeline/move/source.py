@@ -1,10 +1,12 @@
 """The SQLite source: a consistent snapshot of the app's live file, then streamed table by table.
 
 In:  the app's SQLite file, possibly open by the app in rollback-journal or WAL mode.
-Out: :func:`take_snapshot` copies it through SQLite's online backup API from a read-only connection, so
-     every table is read from one consistent point in time and the app is blocked for the copy only, not
-     for the migration. :class:`Snapshot` then streams rows with their ``rowid`` in bounded batches,
-     with undecodable TEXT kept as :class:`~migration_pipeline.move.convert.InvalidText`, never dropped.
+Out: :func:`take_snapshot` copies it in one consistent state (source_copy.py: its bytes when no one writes
+     it, else through SQLite's online backup API from a read-only connection), so every table is read
+     from one point in time and the app is blocked for the copy only, not for the migration.
+     :class:`Snapshot` then streams rows with their ``rowid`` in bounded batches, or their columns
+     (:meth:`Snapshot.stream_columns`, read by csrc/read.c where it built), with undecodable TEXT kept as
+     :class:`~migration_pipeline.move.convert.InvalidText`, never dropped.
 Fails: :class:`SourceError` for a source that cannot be snapshotted (missing, a directory, unreadable, not
      a SQLite database, damaged: the snapshot passes SQLite's ``quick_check``), one line naming the file,
      what is wrong and what to do, chained to SQLite's error; sqlite3 errors otherwise. The source file
@@ -13,29 +15,26 @@ Fails: :class:`SourceError` for a source that cannot be snapshotted (missing, a 
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import hashlib
 import os
-import shutil
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TypeVar
 
 import orjson
 
 from ..connect.local_postgres import state_dir
 from ..connect.settings import Settings, fan_out_setting
+from . import native
 from .convert import decode_text
 from .source_check import SourceError, check_path, quote, unreadable, verify
+from .source_copy import copy_consistent, file_sha256, read_consistently, sha256_on_a_thread
 
 BATCH_ROWS = 5_000
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -45,85 +44,6 @@ class SnapshotInfo:
     source_size: int
     snapshot_sha256: str
     tables: dict[str, int]  # row count per table in the snapshot
-
-
-_SIDE_FILES = ("-wal", "-shm", "-journal")
-
-
-def file_state(path: Path) -> tuple:
-    """What changes when anyone writes the database: the main file's size and mtime, and which of
-    its side files exist (a WAL-mode writer creates -wal, a rollback-mode writer -journal)."""
-    stat = path.stat()
-    return stat.st_size, stat.st_mtime_ns, tuple(Path(f"{path}{s}").exists() for s in _SIDE_FILES)
-
-
-def _copy(source_path: Path, uri: str, partial: Path) -> None:
-    """A consistent copy of the source at ``uri`` in ``partial``. Read with ``immutable=1``, no one has the
-    file open for writing (read_consistently then checks it did not change meanwhile), so its bytes are
-    that copy, taken at the speed of the disk (1M tweets: 0.3 s, against 1.4 s page by page through the
-    backup API); otherwise SQLite's backup API copies it in one read transaction."""
-    if uri.endswith("immutable=1"):
-        shutil.copyfile(source_path, partial)
-        with contextlib.closing(sqlite3.connect(partial)) as target:
-            target.execute("PRAGMA journal_mode = DELETE")
-    else:
-        _backup(uri, partial)
-
-
-def _backup(uri: str, partial: Path) -> None:
-    source = sqlite3.connect(uri, uri=True)
-    try:
-        source.execute("PRAGMA busy_timeout = 30000")
-        target = sqlite3.connect(partial)
-        try:
-            source.backup(target)  # one step: a single read transaction, a consistent copy
-            target.execute("PRAGMA journal_mode = DELETE")
-        finally:
-            target.close()
-    finally:
-        source.close()
-
-
-def read_consistently(path: Path, read: Callable[[str], T]) -> T:
-    """``read(uri)`` of the live source in one consistent state, without ever writing beside it.
-
-    While the app has the file open in WAL mode (its -wal/-shm exist), read through SQLite's locking
-    (``mode=ro``), as any reader must. Otherwise SQLite would create -wal/-shm files for a read-only
-    WAL connection, so read with ``immutable=1`` (no locks, no side files) and accept the result only
-    if nothing changed meanwhile: any writer in either journal mode changes the file or creates a side
-    file. A source that keeps changing is then read through ``mode=ro`` after all. ``read`` must do
-    all its reading in one SQLite read transaction."""
-    base = path.resolve().as_uri()
-    for _attempt in range(3):
-        before = file_state(path)
-        if any(before[2]):
-            break
-        try:
-            result = read(f"{base}?mode=ro&immutable=1")
-        except sqlite3.DatabaseError:
-            if file_state(path) == before:
-                raise  # a real error, not a torn read of a file being written
-            continue
-        if file_state(path) == before:
-            return result
-    return read(f"{base}?mode=ro")
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _digest(path: Path) -> Future[str]:
-    """:func:`file_sha256` of ``path``, computed on a thread (hashing and reading release the GIL)."""
-    thread = ThreadPoolExecutor(1, thread_name_prefix="snapshot-sha256")
-    try:
-        return thread.submit(file_sha256, path)
-    finally:
-        thread.shutdown(wait=False)  # the thread ends with the digest; result() waits for it
 
 
 def take_snapshot(
@@ -143,15 +63,15 @@ def take_snapshot(
     check_path(source_path)
     try:
         try:
-            read_consistently(source_path, lambda uri: _copy(source_path, uri, partial))
+            read_consistently(source_path, lambda uri: copy_consistent(source_path, uri, partial))
             # the copy's digest is read on a thread of its own while SQLite checks it (1M tweets: 0.25 s)
-            digest = _digest(partial) if amend is None else None
+            digest = sha256_on_a_thread(partial) if amend is None else None
             counts = verify(partial)
         except sqlite3.DatabaseError as err:
             raise SourceError(unreadable(source_path, err)) from err
         if amend is not None:
             amend(partial)
-            digest = _digest(partial)
+            digest = sha256_on_a_thread(partial)
         if vet is not None:
             with Snapshot(partial, locked=False) as snap:
                 vet(snap)
@@ -221,7 +141,8 @@ class Snapshot:
         self._lock = snapshot_lock(self.path, exclusive=False) if locked else None
         if self._lock is not None:
             self._lock.__enter__()
-        self._conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro&immutable=1", uri=True)
+        self._uri = f"{self.path.resolve().as_uri()}?mode=ro&immutable=1"
+        self._conn = sqlite3.connect(self._uri, uri=True)
         self._conn.text_factory = decode_text
 
     def __enter__(self) -> Snapshot:
@@ -276,12 +197,8 @@ class Snapshot:
         careful = False
         while True:
             self._conn.text_factory = decode_text if careful else str
-            bounds = [(" rowid > ?", after), (" rowid <= ?", last)]
-            bounds = [(cond, value) for cond, value in bounds if value is not None]
-            where = (" WHERE" + " AND".join(cond for cond, _ in bounds)) if bounds else ""
-            cursor = self._conn.execute(
-                _select(table, columns) + where + " ORDER BY rowid", [value for _, value in bounds]
-            )
+            select, params = _in_rowid_order(table, columns, after, last)
+            cursor = self._conn.execute(select, params)
             try:
                 while batch := cursor.fetchmany(BATCH_ROWS):
                     after = batch[-1][0]
@@ -296,6 +213,21 @@ class Snapshot:
                 careful = True
                 continue
             careful = False
+
+    def stream_columns(
+        self, table: str, columns: Sequence[str], first: int | None = None, last: int | None = None
+    ) -> Iterator[Columns]:
+        """:meth:`stream`'s batches as their columns, the same values read by the compiled reader (csrc/read.c)
+        where it built (native.py): no tuple a row, nor a transposing after (1M tweets: 2.0 s -> 1.1 s)."""
+        compiled = native.compiled
+        if compiled is None:
+            for batch in self.stream(table, columns, first, last):
+                yield Columns(map(list, zip(*batch, strict=True)))
+            return
+        select, params = _in_rowid_order(table, columns, None if first is None else first - 1, last)
+        reader = compiled.select_open(self._uri, select, tuple(params), decode_text)
+        while (batch := compiled.select_columns(reader, BATCH_ROWS))[0]:
+            yield Columns(batch)
 
     def ranges(self, table: str, rows_per_range: int) -> list[tuple[int, int]]:
         """(first, last) rowid of each run of ``rows_per_range`` rows in rowid order (none for an empty table)."""
@@ -326,6 +258,26 @@ class Snapshot:
             marks = ",".join("?" * len(chunk))
             found.extend(self._conn.execute(_select(table, columns) + f" WHERE rowid IN ({marks})", chunk))
         return found
+
+
+class Columns(list):
+    """A batch of :meth:`Snapshot.stream_columns`: the values of each column in a list, the rowids first."""
+
+    def row(self, i: int) -> tuple:
+        """Row ``i`` as :meth:`Snapshot.stream` gives it: ``(rowid, *values)``."""
+        return tuple(column[i] for column in self)
+
+
+def _in_rowid_order(
+    table: str, columns: Sequence[str], after: int | None, last: int | None
+) -> tuple[str, list]:
+    """The SELECT of ``(rowid, *columns)`` past rowid ``after`` up to ``last`` (either may be None) in
+    rowid order, and its parameters."""
+    bounds = [
+        (cond, value) for cond, value in ((" rowid > ?", after), (" rowid <= ?", last)) if value is not None
+    ]
+    where = (" WHERE" + " AND".join(cond for cond, _ in bounds)) if bounds else ""
+    return _select(table, columns) + where + " ORDER BY rowid", [value for _, value in bounds]
 
 
 def _select(table: str, columns: Sequence[str]) -> str:

@@ -24,11 +24,12 @@ import psycopg
 from psycopg import sql
 
 from ..catalog import TableSpec
+from . import copy_binary
 from .audit import Rejection, raw_row_json
 from .convert import Rejected, show
 from .copy_text import Plan
 from .keys import source_key
-from .source import Snapshot
+from .source import Columns, Snapshot
 
 ProgressCallback = Callable[[int], None]
 
@@ -39,8 +40,9 @@ class LoadError(RuntimeError):
 
 @dataclass(frozen=True)
 class Staged:
-    """What :func:`stage_rows` did: the source ``rows`` it read, and the bytes of the longest COPY line it
-    sent (a text staged is at most that long, in the connection's encoding: index_limits.py)."""
+    """What :func:`stage_rows` did: the source ``rows`` it read, and the bytes of the longest COPY line (or
+    binary tuple) it sent (a text staged is at most that long, in the connection's encoding:
+    index_limits.py)."""
 
     rows: int
     longest_line: int
@@ -150,7 +152,7 @@ def stage_rows(
     progress: ProgressCallback | None,
 ) -> Staged:
     """Convert every source row (``batches()`` gives batches of ``(rowid, *values)``, e.g.
-    ``Snapshot.stream``) and COPY the good ones into the staging table (see :class:`Staged`). A row whose
+    ``Snapshot.stream``, or their columns: ``Snapshot.stream_columns``) and COPY the good ones into the staging table (see :class:`Staged`). A row whose
     value PostgreSQL still refuses (a data error naming its COPY line) is quarantined with the server's
     reason and the COPY redone from a savepoint without it (see :data:`MAX_REFUSED`)."""
     refused: dict[int, tuple[str | None, str]] = {}
@@ -177,29 +179,37 @@ def plan(spec: TableSpec, columns: Sequence[str]) -> Plan:
 
 
 def _copy_rows(conn, batches, spec, columns, stage, spool, progress, refused, written) -> Staged:
-    # text COPY built a column at a time (copy_text.py): 1M tweets in 14 s against 25.5 s converting each
-    # value and writing binary COPY rows (pg_stat_statements); the server parses the text on a core of its own
-    copy_sql = sql.SQL("COPY {} ({}) FROM STDIN").format(
-        stage, sql.SQL(", ").join(map(sql.Identifier, ("_rowid", *columns)))
-    )
+    # converted a column at a time as COPY text (copy_text.py), then, where compiled, written as binary
+    # tuples (copy_binary.py), which the server stores without parsing them
     converting, encoding = plan(spec, columns), conn.info.encoding
+    binary = copy_binary.available(encoding)
+    copy_sql = sql.SQL("COPY {} ({}) FROM STDIN{}").format(
+        stage,
+        sql.SQL(", ").join(map(sql.Identifier, ("_rowid", *columns))),
+        sql.SQL(" (FORMAT binary)" if binary else ""),
+    )
     skip = {
         rowid: (name, Rejected(f"PostgreSQL refused the value: {message}", "refused by PostgreSQL"))
         for rowid, (name, message) in refused.items()
     }
     source_rows = longest = 0
     with conn.cursor() as cur, cur.copy(copy_sql) as copy:
+        if binary:
+            copy.write(copy_binary.SIGNATURE)
         for batch in batches:
-            converted = converting.convert(batch, skip, encoding)
+            by_column = batch if isinstance(batch, Columns) else Columns(converting.transposed(batch))
+            converted = converting.convert_columns(by_column, skip, encoding, binary)
             if converted.data:
                 copy.write(converted.data)
                 written.extend(converted.rowids)
                 longest = max(longest, converted.longest)
             for i, (name, err, value) in converted.failures.items():
-                _spool(spool, spec, columns, batch[i], name, err, value)
-            source_rows += len(batch)
+                _spool(spool, spec, columns, by_column.row(i), name, err, value)
+            source_rows += len(by_column[0])
             if progress is not None:
                 progress(source_rows)
+        if binary:
+            copy.write(copy_binary.TRAILER)
     return Staged(source_rows, longest)
 
 

@@ -31,7 +31,8 @@ from psycopg import sql
 from ..catalog import Catalog
 from ..connect.target import apply_schema
 from ..move import audit, changes, checksums, corrections, phase
-from ..move.source import Snapshot, read_consistently, snapshot_lock
+from ..move.source import Snapshot, snapshot_lock
+from ..move.source_copy import read_consistently
 from . import apply, changeset
 from .apply import MODE, TableDelta
 from .changeset import DeltaError, NewState, changeset_path

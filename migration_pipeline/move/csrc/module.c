@@ -12,7 +12,10 @@
  *      missing(values) -> the indexes of the Nones;
  *      columns(rows, width) -> a batch's tuples of ``width`` values as ``width`` lists;
  *      copy_lines(columns, skip) -> (the rows as text COPY lines in UTF-8, but the row indexes in ``skip``;
- *      the bytes of the longest of those lines, without its newline).
+ *      the bytes of the longest of those lines, without its newline);
+ *      copy_binary(columns, types, skip) (binary.c) -> the same rows as binary COPY tuples;
+ *      select_open(uri, select, params, decode), select_columns(reader, n) (read.c): a SQLite SELECT's
+ *      rows a batch at a time as columns of the values the sqlite3 module would give.
  * Fails: TypeError for arguments of another shape; UnicodeEncodeError for a text UTF-8 cannot encode (as
  *      str.encode would).
  *
@@ -228,7 +231,7 @@ static char *field(PyObject *value, char *to)
 }
 
 /* -1 on error, else whether row ``r`` is in ``skip`` */
-static int skipped(PyObject *skip, Py_ssize_t r)
+int row_skipped(PyObject *skip, Py_ssize_t r)
 {
     if (skip == Py_None)
         return 0;
@@ -253,7 +256,7 @@ static Py_ssize_t write_lines(PyObject *columns, Py_ssize_t nrows, PyObject *ski
     for (Py_ssize_t c = 0; c < ncols; c++)
         items[c] = PySequence_Fast_ITEMS(PyList_GET_ITEM(columns, c));
     for (Py_ssize_t r = 0; r < nrows && total >= 0; r++) {
-        int skip_row = skipped(skip, r);
+        int skip_row = row_skipped(skip, r);
         if (skip_row)
             total = skip_row < 0 ? -1 : total;
         else if (to == NULL)
@@ -322,6 +325,9 @@ static PyMethodDef methods[] = {
     {"missing", missing, METH_O, "The indexes of the Nones of a list."},
     {"columns", columns, METH_VARARGS, "columns(rows, width) -> the rows' values as ``width`` lists."},
     {"copy_lines", copy_lines, METH_VARARGS, "copy_lines(columns, skip) -> (the rows as text COPY lines, the longest's bytes)."},
+    {"copy_binary", copy_binary, METH_VARARGS, "copy_binary(columns, types, skip) -> (binary COPY tuples, the longest's bytes)."},
+    {"select_open", select_open, METH_VARARGS, "select_open(uri, select, params, decode) -> a reader (read.c)."},
+    {"select_columns", select_columns, METH_VARARGS, "select_columns(reader, n) -> the next n rows' columns."},
     {NULL, NULL, 0, NULL},
 };
 

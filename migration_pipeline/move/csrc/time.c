@@ -9,7 +9,7 @@ static const char WEEKDAYS[7][4] = {"Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "S
 static const char MONTHS[12][4] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
                                    "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
 
-static int two_digits(const Py_UCS1 *p, int lo, int hi)
+int two_digits(const Py_UCS1 *p, int lo, int hi)
 {
     if (p[0] < '0' || p[0] > '9' || p[1] < '0' || p[1] > '9')
         return -1;
@@ -17,7 +17,7 @@ static int two_digits(const Py_UCS1 *p, int lo, int hi)
     return v < lo || v > hi ? -1 : v;
 }
 
-static int four_digits(const Py_UCS1 *p)
+int four_digits(const Py_UCS1 *p)
 {
     int v = 0;
     for (int i = 0; i < 4; i++) {
@@ -29,7 +29,7 @@ static int four_digits(const Py_UCS1 *p)
 }
 
 /* whether the date exists (as datetime.date takes it: years 1-9999) */
-static int date_exists(int year, int month, int day)
+int date_exists(int year, int month, int day)
 {
     static const int days[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
     int leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
@@ -37,7 +37,7 @@ static int date_exists(int year, int month, int day)
 }
 
 /* days from 1970-01-01 to a date, and back (H. Hinnant's civil calendar algorithms) */
-static long long days_from_civil(long long y, int m, int d)
+long long days_from_civil(long long y, int m, int d)
 {
     y -= m <= 2;
     long long era = (y >= 0 ? y : y - 399) / 400;
