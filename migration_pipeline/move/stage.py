@@ -152,8 +152,8 @@ def stage_rows(
     progress: ProgressCallback | None,
 ) -> Staged:
     """Convert every source row (``batches()`` gives batches of ``(rowid, *values)``, e.g.
-    ``Snapshot.stream``, or their columns: ``Snapshot.stream_columns``) and COPY the good ones into the staging table (see :class:`Staged`). A row whose
-    value PostgreSQL still refuses (a data error naming its COPY line) is quarantined with the server's
+    ``Snapshot.stream``, or their columns: ``Snapshot.stream_columns``) and COPY the good ones into the
+    staging table (see :class:`Staged`). A row whose value PostgreSQL still refuses (a data error naming its COPY line) is quarantined with the server's
     reason and the COPY redone from a savepoint without it (see :data:`MAX_REFUSED`)."""
     refused: dict[int, tuple[str | None, str]] = {}
     while True:
