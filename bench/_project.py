@@ -32,12 +32,12 @@ def migrate(source: str, database: str, snapshot: str) -> None:
 def convert_alone(snapshot: str, table: str) -> None:
     """The client's side of ``table``'s COPY without a server, best of 3: reading the snapshot, and reading
     and converting it into what stage.py sends (binary COPY tuples where compiled, else COPY lines)."""
-    from migration_pipeline.move import copy_binary
+    from migration_pipeline.move import copy_write
     from migration_pipeline.move.source import Snapshot
     from migration_pipeline.move.stage import plan, plan_columns
 
     spec = load_catalog().table(table)
-    binary = copy_binary.available("utf-8")
+    binary = copy_write.available("utf-8")
     with Snapshot(Path(snapshot)) as snap:
         columns, _ = plan_columns(snap, spec)
         converting = plan(spec, columns)

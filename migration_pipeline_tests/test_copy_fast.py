@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from migration_pipeline.move import copy_binary, copy_text, copy_time, native
+from migration_pipeline.move import copy_text, copy_time, copy_write, native
 from migration_pipeline.move.convert import Rejected, convert_json
 
 compiled = native.compiled
@@ -314,7 +314,7 @@ def test_copy_lines_as_copy_text_joins_them(data):
 
 
 def _python_lines(columns, failed) -> bytes:
-    return _python(copy_text._lines, columns, dict.fromkeys(failed), "utf-8")
+    return _python(copy_write.lines, columns, dict.fromkeys(failed), "utf-8")
 
 
 def _python(function, *args):
@@ -369,6 +369,6 @@ def test_a_row_binary_cannot_write_fails_alone():
     """A field binary.c cannot read (a converter's bug) costs its row, never the batch."""
     columns = [[1, 2, 3], ["a", "b", "c"], ["2024-01-01 00:00:00+00", "someday", "2024-01-01T00:00:00Z"]]
     failures: dict = {}
-    data, _ = copy_binary.tuples(columns, failures, "qtT", ("name", "created_at"))
+    data, _ = copy_write.tuples(columns, failures, "qtT", ("name", "created_at"))
     assert list(failures) == [1] and failures[1][0] == "created_at" and failures[1][2] == "someday"
     assert data == compiled.copy_binary(columns, "qtT", {1})[0]

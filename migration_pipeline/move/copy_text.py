@@ -1,9 +1,11 @@
-"""A batch of source rows through the value rules, column by column, as the lines of a text ``COPY``.
+"""A batch of source rows through the value rules, column by column, as the fields of a text ``COPY``.
 
-In:  a batch of ``(rowid, *values)`` rows as :class:`~migration_pipeline.move.source.Snapshot` streams them,
-     and a :class:`Plan` of the columns (the catalog's :class:`~migration_pipeline.catalog.Column` of each).
-Out: :meth:`Plan.convert` -> :class:`Converted`: the COPY text (``COPY ... FROM STDIN``, text format) of
-     the rows every value of which converted, their rowids in order, and for each other row the first
+In:  a batch of ``(rowid, *values)`` rows as :class:`~migration_pipeline.move.source.Snapshot` streams them
+     (or its columns), and a :class:`Plan` of the columns (the catalog's
+     :class:`~migration_pipeline.catalog.Column` of each).
+Out: :meth:`Plan.convert` -> :class:`Converted`: the rows every value of which converted, as COPY text
+     (``COPY ... FROM STDIN``, text format) or as binary COPY tuples written from that text (copy_write.py
+     writes both), their rowids in order, and for each other row the first
      column (in column order) that failed, with its error. The values are exactly what convert.py makes of
      them: every column takes a fast path for the shapes apps write (a whole column of plain text checked
      in one pass, JSON parsed without the re-checks it passes anyway, the usual timestamps and epoch
@@ -24,7 +26,7 @@ from operator import itemgetter
 import orjson
 
 from ..catalog import Column
-from . import copy_binary, native
+from . import copy_write, native
 from .convert import INT4_MAX, INT4_MIN, MAX_JSON_DEPTH, Rejected, converter_for
 from .copy_time import timestamp_texts
 
@@ -242,7 +244,7 @@ class Plan:
 
     def __init__(self, columns: Sequence[Column]):
         self.names = tuple(c.name for c in columns)
-        self.binary_types = copy_binary.types_of(columns)
+        self.binary_types = copy_write.types_of(columns)
         self._fields = [
             _text(c.max_length, c.not_null) if c.kind == "text" else _KINDS[c.kind](c.not_null)
             for c in columns
@@ -256,7 +258,7 @@ class Plan:
         binary: bool = False,
     ) -> Converted:
         """``batch``'s rows as COPY text in ``encoding`` (the connection's; see module doc), or with
-        ``binary`` (where :func:`~migration_pipeline.move.copy_binary.available`) as binary COPY tuples;
+        ``binary`` (where :func:`~migration_pipeline.move.copy_write.available`) as binary COPY tuples;
         ``skip``: rowid -> (column, error) of rows to fail without converting them."""
         return self.convert_columns(self.transposed(batch), skip, encoding, binary)
 
@@ -284,9 +286,9 @@ class Plan:
                 if rowid in skip:
                     failures[i] = (*skip[rowid], None)
         if binary:
-            data, longest = copy_binary.tuples(columns, failures, self.binary_types, self.names)
+            data, longest = copy_write.tuples(columns, failures, self.binary_types, self.names)
         else:
-            data, longest = _lines(columns, failures, encoding)
+            data, longest = copy_write.lines(columns, failures, encoding)
         if failures:
             rowids = [rowid for i, rowid in enumerate(rowids) if i not in failures]
         return Converted(data, rowids, dict(sorted(failures.items())), longest)
@@ -298,20 +300,3 @@ def _transposed(batch: Sequence[tuple], width: int) -> list[list]:
     if compiled is not None and isinstance(batch, list):
         return compiled.columns(batch, width)
     return [list(map(itemgetter(index), batch)) for index in range(width)]
-
-
-def _lines(columns: list[list], failures: dict[int, object], encoding: str) -> tuple[bytes, int]:
-    """The COPY lines of the rows of ``columns`` (the rowids first) but ``failures``' (whose failed values
-    are None), in ``encoding``, and the bytes of the longest (without its newline)."""
-    compiled = native.compiled
-    if compiled is not None and encoding == "utf-8":
-        return compiled.copy_lines(columns, set(failures) or None)
-    columns[0] = list(map(str, columns[0]))
-    rows = zip(*columns, strict=True)
-    if failures:
-        rows = (row for i, row in enumerate(rows) if i not in failures)
-    # each line encoded on its own: one text of the whole batch would take 4 bytes a character as soon as
-    # a single emoji is in it (measured: 12 MB more at the peak for 5,000 tweets)
-    encode = str.encode if encoding == "utf-8" else lambda line: line.encode(encoding)
-    lines = list(map(encode, map("\t".join, rows)))
-    return (b"\n".join(lines) + b"\n", max(map(len, lines))) if lines else (b"", 0)

@@ -1,6 +1,6 @@
 """The compiled COPY fast paths (``csrc/``, built by setup.py as ``_copy_fast``), or None where they did not build.
 
-In:  nothing; copy_text.py, copy_time.py, copy_binary.py and source.py read :data:`compiled` at each batch
+In:  nothing; copy_text.py, copy_time.py, copy_write.py and source.py read :data:`compiled` at each batch
      (the tests run both ways).
 Out: :data:`compiled`: the module, whose answers are those of copy_text.py's and copy_time.py's own fast
      paths (test_copy_fast.py compares them on generated values; test_copy_text.py runs both), whose

@@ -24,7 +24,7 @@ import psycopg
 from psycopg import sql
 
 from ..catalog import TableSpec
-from . import copy_binary
+from . import copy_write
 from .audit import Rejection, raw_row_json
 from .convert import Rejected, show
 from .copy_text import Plan
@@ -180,9 +180,9 @@ def plan(spec: TableSpec, columns: Sequence[str]) -> Plan:
 
 def _copy_rows(conn, batches, spec, columns, stage, spool, progress, refused, written) -> Staged:
     # converted a column at a time as COPY text (copy_text.py), then, where compiled, written as binary
-    # tuples (copy_binary.py), which the server stores without parsing them
+    # tuples (copy_write.py), which the server stores without parsing them
     converting, encoding = plan(spec, columns), conn.info.encoding
-    binary = copy_binary.available(encoding)
+    binary = copy_write.available(encoding)
     copy_sql = sql.SQL("COPY {} ({}) FROM STDIN{}").format(
         stage,
         sql.SQL(", ").join(map(sql.Identifier, ("_rowid", *columns))),
@@ -195,7 +195,7 @@ def _copy_rows(conn, batches, spec, columns, stage, spool, progress, refused, wr
     source_rows = longest = 0
     with conn.cursor() as cur, cur.copy(copy_sql) as copy:
         if binary:
-            copy.write(copy_binary.SIGNATURE)
+            copy.write(copy_write.SIGNATURE)
         for batch in batches:
             by_column = batch if isinstance(batch, Columns) else Columns(converting.transposed(batch))
             converted = converting.convert_columns(by_column, skip, encoding, binary)
@@ -209,7 +209,7 @@ def _copy_rows(conn, batches, spec, columns, stage, spool, progress, refused, wr
             if progress is not None:
                 progress(source_rows)
         if binary:
-            copy.write(copy_binary.TRAILER)
+            copy.write(copy_write.TRAILER)
     return Staged(source_rows, longest)
 
 

@@ -1,7 +1,7 @@
-/* copy_binary: a batch's rows as the tuples of a binary COPY, written from the COPY text fields copy_text.py
- * makes of them. The value rules stay what they are (they make the text); the server then parses none of
- * it: no field splitting, no timestamp, integer or boolean reading (1M tweets: the COPY 4.0 s in text,
- * 2.9 s in binary; bench/migrate_bench.py --profile).
+/* copy_binary (copy_write.tuples): a batch's rows as the tuples of a binary COPY, written from the COPY text
+ * fields copy_text.py makes of them. The value rules stay what they are (they make the text); the server
+ * then parses none of it: no field splitting, no timestamp, integer or boolean reading (1M tweets: the
+ * COPY 4.0 s in text, 2.9 s in binary; bench/migrate_bench.py --profile).
  *
  * In:  columns as copy_lines takes them (the rowids as int, then each column's fields: its COPY text, "\N"
  *      for NULL; anything in a skipped row), types (one letter a column: q int8 from an int; t text or
