@@ -27,7 +27,8 @@ def _staged_source(conn, snapshot: Snapshot, catalog: Catalog, spec: TableSpec, 
     columns, _ = plan_columns(snapshot, spec)
     stage = create_stage(conn, spec, columns)
     with Spool(columns) as spool:
-        stage_rows(conn, lambda: snapshot.stream(spec.name, columns), spec, columns, stage, spool, None)
+        read = lambda: snapshot.stream_columns(spec.name, columns)  # noqa: E731 (read again on a redo)
+        stage_rows(conn, read, spec, columns, stage, spool, None)
     if run_id and len(spec.primary_key) == 1 and spec.primary_key[0] in columns:
         conn.execute(
             sql.SQL("DELETE FROM {s} s WHERE {key} IN ({quarantined})").format(
