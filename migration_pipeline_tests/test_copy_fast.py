@@ -372,3 +372,10 @@ def test_a_row_binary_cannot_write_fails_alone():
     data, _ = copy_write.tuples(columns, failures, "qtT", ("name", "created_at"))
     assert list(failures) == [1] and failures[1][0] == "created_at" and failures[1][2] == "someday"
     assert data == compiled.copy_binary(columns, "qtT", {1})[0]
+
+
+def test_every_column_kind_has_a_binary_form():
+    """A kind the catalog maps a PostgreSQL type to must have its binary COPY letter (or every load fails)."""
+    from migration_pipeline import catalog
+
+    assert set(catalog._KINDS.values()) <= set(copy_write._TYPES)
