@@ -2,7 +2,7 @@
 
 In:  a batch's columns as copy_text.py holds them once converted (the rowids, then each column's COPY text
      fields), the catalog's :class:`~migration_pipeline.catalog.Column` of each, and the rows that failed.
-Out: :func:`lines` -> the rows' text COPY lines in the connection's encoding (csrc/module.c's
+Out: :func:`lines` -> the rows' text COPY lines in the connection's encoding (csrc/lines.c's
      ``copy_lines`` where compiled) and the bytes of the longest; :func:`tuples` -> the same rows as
      binary COPY tuples (csrc/binary.c), which :data:`SIGNATURE` and :data:`TRAILER` open and close, where
      :func:`available` (compiled, on a UTF-8 connection). The value rules stay the text ones (copy_text.py,

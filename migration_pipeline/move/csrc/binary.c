@@ -113,65 +113,6 @@ static int int4_field(PyObject *text, int32_t *out)
     return 0;
 }
 
-static char *surrogate(PyObject *text)
-{
-    Py_ssize_t ignored;
-    PyUnicode_AsUTF8AndSize(text, &ignored); /* raises what str.encode would */
-    return NULL;
-}
-
-/* a COPY text field's text, its escapes undone, in UTF-8 at ``to``: the end of what it wrote, NULL on error */
-#define UNESCAPE(CH)                                                                                          \
-    do {                                                                                                      \
-        const CH *p = (const CH *)PyUnicode_DATA(text);                                                       \
-        for (Py_ssize_t i = 0; i < n; i++) {                                                                  \
-            Py_UCS4 c = p[i];                                                                                 \
-            if (c == '\\') {                                                                                  \
-                c = ++i < n ? p[i] : 0;                                                                       \
-                c = c == '\\' ? '\\' : c == 't' ? '\t' : c == 'n' ? '\n' : c == 'r' ? '\r' : 0;               \
-                if (c == 0)                                                                                   \
-                    return not_a_field(text, 't'), NULL;                                                      \
-                *to++ = (char)c;                                                                              \
-            } else if (c < 0x80)                                                                              \
-                *to++ = (char)c;                                                                              \
-            else if (c < 0x800) {                                                                             \
-                *to++ = (char)(0xC0 | (c >> 6));                                                              \
-                *to++ = (char)(0x80 | (c & 0x3F));                                                            \
-            } else if (c < 0x10000) {                                                                         \
-                if (c >= 0xD800 && c <= 0xDFFF)                                                               \
-                    return surrogate(text);                                                                   \
-                *to++ = (char)(0xE0 | (c >> 12));                                                             \
-                *to++ = (char)(0x80 | ((c >> 6) & 0x3F));                                                     \
-                *to++ = (char)(0x80 | (c & 0x3F));                                                            \
-            } else {                                                                                          \
-                *to++ = (char)(0xF0 | (c >> 18));                                                             \
-                *to++ = (char)(0x80 | ((c >> 12) & 0x3F));                                                    \
-                *to++ = (char)(0x80 | ((c >> 6) & 0x3F));                                                     \
-                *to++ = (char)(0x80 | (c & 0x3F));                                                            \
-            }                                                                                                 \
-        }                                                                                                     \
-    } while (0)
-
-static char *unescaped(PyObject *text, char *to)
-{
-    Py_ssize_t n = PyUnicode_GET_LENGTH(text);
-    if (PyUnicode_IS_ASCII(text) && memchr(PyUnicode_DATA(text), '\\', n) == NULL) {
-        memcpy(to, PyUnicode_DATA(text), n);
-        return to + n;
-    }
-    switch (PyUnicode_KIND(text)) {
-    case PyUnicode_1BYTE_KIND:
-        UNESCAPE(Py_UCS1);
-        break;
-    case PyUnicode_2BYTE_KIND:
-        UNESCAPE(Py_UCS2);
-        break;
-    default:
-        UNESCAPE(Py_UCS4);
-    }
-    return to;
-}
-
 /* the most bytes a field of ``type`` takes, its length word included; -1 on error */
 static Py_ssize_t field_bound(PyObject *field, char type)
 {
@@ -180,14 +121,10 @@ static Py_ssize_t field_bound(PyObject *field, char type)
     int null = null_field(field);
     if (null != 0)
         return null < 0 ? -1 : 4;
-    Py_ssize_t n = PyUnicode_GET_LENGTH(field);
-    int kind = PyUnicode_KIND(field);
     switch (type) {
     case 't':
     case 'j':
-        if (PyUnicode_IS_ASCII(field))
-            return 5 + n;
-        return 5 + n * (kind == PyUnicode_1BYTE_KIND ? 2 : kind == PyUnicode_2BYTE_KIND ? 3 : 4);
+        return 5 + utf8_bound(field);
     case 'T':
         return 12;
     case 'b':
@@ -217,10 +154,10 @@ static char *write_field(PyObject *field, char type, char *to)
     switch (type) {
     case 'j':
         *start = 1; /* jsonb's binary format: its version, then the text */
-        end = unescaped(field, start + 1);
+        end = utf8(field, start + 1, 1);
         break;
     case 't':
-        end = unescaped(field, start);
+        end = utf8(field, start, 1);
         break;
     case 'T':
         if (timestamp_us(field, &micros) < 0)
@@ -243,44 +180,25 @@ static char *write_field(PyObject *field, char type, char *to)
     return end;
 }
 
-/* the tuples' bytes from ``to`` on, and their size (the longest's in ``*longest``); with ``to`` NULL, the
- * most they can take; -1 on error */
-static Py_ssize_t write_tuples(PyObject *columns, const char *types, Py_ssize_t nrows, PyObject *skip, char *to,
-                               Py_ssize_t *longest)
+static Py_ssize_t tuple_bound(PyObject ***items, Py_ssize_t ncols, Py_ssize_t r, const char *types)
 {
-    Py_ssize_t ncols = PyList_GET_SIZE(columns), total = 0;
-    PyObject ***items = PyMem_Malloc(ncols * sizeof *items);
-    if (items == NULL) {
-        PyErr_NoMemory();
-        return -1;
+    Py_ssize_t total = 2;
+    for (Py_ssize_t c = 0; c < ncols && total >= 0; c++) {
+        Py_ssize_t most = field_bound(items[c][r], types[c]);
+        total = most < 0 ? -1 : total + most;
     }
-    for (Py_ssize_t c = 0; c < ncols; c++)
-        items[c] = PySequence_Fast_ITEMS(PyList_GET_ITEM(columns, c));
-    for (Py_ssize_t r = 0; r < nrows && total >= 0; r++) {
-        int skip_row = row_skipped(skip, r);
-        if (skip_row) {
-            total = skip_row < 0 ? -1 : total;
-            continue;
-        }
-        Py_ssize_t start = total;
-        if (to == NULL) {
-            total += 2;
-            for (Py_ssize_t c = 0; c < ncols && total >= 0; c++) {
-                Py_ssize_t most = field_bound(items[c][r], types[c]);
-                total = most < 0 ? -1 : total + most;
-            }
-            continue;
-        }
-        char *end = be16(to + total, (unsigned)ncols);
-        for (Py_ssize_t c = 0; c < ncols && end != NULL; c++)
-            end = write_field(items[c][r], types[c], end);
-        total = end == NULL ? -1 : end - to;
-        if (total - start > *longest)
-            *longest = total - start;
-    }
-    PyMem_Free(items);
     return total;
 }
+
+static char *tuple(PyObject ***items, Py_ssize_t ncols, Py_ssize_t r, const char *types, char *to)
+{
+    to = be16(to, (unsigned)ncols);
+    for (Py_ssize_t c = 0; c < ncols && to != NULL; c++)
+        to = write_field(items[c][r], types[c], to);
+    return to;
+}
+
+static const RowWriter TUPLES = {tuple_bound, tuple, 0};
 
 PyObject *copy_binary(PyObject *self, PyObject *args)
 {
@@ -289,37 +207,9 @@ PyObject *copy_binary(PyObject *self, PyObject *args)
     Py_ssize_t ntypes;
     if (!PyArg_ParseTuple(args, "O!s#O", &PyList_Type, &columns, &types, &ntypes, &skip))
         return NULL;
-    if (skip != Py_None && !PyAnySet_Check(skip)) {
-        PyErr_SetString(PyExc_TypeError, "skip is a set or None");
-        return NULL;
-    }
-    Py_ssize_t ncols = PyList_GET_SIZE(columns), nrows = -1;
-    if (ncols != ntypes || ncols > 1600) {
+    if (PyList_GET_SIZE(columns) != ntypes || ntypes > 1600) {
         PyErr_SetString(PyExc_TypeError, "a type for each column (at most 1,600)");
         return NULL;
     }
-    for (Py_ssize_t c = 0; c < ncols; c++) {
-        PyObject *column = PyList_GET_ITEM(columns, c);
-        if (!PyList_CheckExact(column) || (nrows >= 0 && PyList_GET_SIZE(column) != nrows)) {
-            PyErr_SetString(PyExc_TypeError, "the columns are lists of the same length");
-            return NULL;
-        }
-        nrows = PyList_GET_SIZE(column);
-    }
-    Py_ssize_t longest = 0, most = nrows > 0 ? write_tuples(columns, types, nrows, skip, NULL, &longest) : 0;
-    if (most < 0)
-        return NULL;
-    PyObject *out = PyBytes_FromStringAndSize(NULL, most);
-    if (out == NULL)
-        return NULL;
-    if (most > 0) {
-        Py_ssize_t size = write_tuples(columns, types, nrows, skip, PyBytes_AS_STRING(out), &longest);
-        if (size < 0) {
-            Py_DECREF(out);
-            return NULL;
-        }
-        if (_PyBytes_Resize(&out, size) < 0) /* on failure, _PyBytes_Resize frees it */
-            return NULL;
-    }
-    return Py_BuildValue("(Nn)", out, longest);
+    return batch_bytes(columns, types, skip, &TUPLES);
 }
